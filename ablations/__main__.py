@@ -1,0 +1,117 @@
+"""The variant registry's CLI.
+
+    python -m ablations ls                 # every variant, in paper order
+    python -m ablations ls --json          # with params, GFLOPs (FLOPs = 2 x MACs, attention included), resolution
+    python -m ablations show snapgen-t2i   # config, lineage, costs
+    python -m ablations diff t2i-baseline snapgen-t2i
+    python -m ablations table --repeats 5  # records + results/tables/architecture.md (+ figure)
+    python -m ablations bench --latent 32  # SnapGen vs SDXL U-Net latency in one run (record)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ablations.registry import RegistryError, config_diff
+from ablations.variants import REGISTRY
+
+
+def _summary(v, with_costs: bool) -> dict:
+    d = {"name": v.name, "parent": v.parent, "note": v.note, "family": v.family, "resolution": v.resolution,
+         "config_hash": v.config.hash if v.config else None}
+    if with_costs:
+        from ablations.costs import static_costs
+
+        c = static_costs(v)
+        d.update(params=int(c["params"]), gflops=float(c["gflops"]))
+    return d
+
+
+def cmd_ls(a) -> int:
+    rows = [_summary(v, a.json or a.costs) for v in REGISTRY]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        extra = f"  {r['params'] / 1e6:8.2f}M  {r['gflops']:8.1f} GFLOPs" if a.costs else ""
+        print(f"{r['name']:26s} <- {str(r['parent']):24s}{extra}  {r['note']}")
+    return 0
+
+
+def cmd_show(a) -> int:
+    v = REGISTRY.get(a.name)
+    out = _summary(v, True)
+    out["lineage"] = [x.name for x in REGISTRY.lineage(v.name)]
+    out["config"] = v.config.to_dict() if v.config else "diffusers SDXL UNet2DConditionModel (see ablations/models.py)"
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_diff(a) -> int:
+    va, vb = REGISTRY.get(a.a), REGISTRY.get(a.b)
+    if va.config is None or vb.config is None:
+        print(f"{a.a} / {a.b} is an external model: no config to diff", file=sys.stderr)
+        return 2
+    for k, (x, y) in config_diff(va.config, vb.config).items():
+        print(f"{k:16s} {x!s:>32s} -> {y!s}")
+    return 0
+
+
+def cmd_table(a) -> int:
+    from ablations.build_tables import build_architecture
+
+    names = a.variants or REGISTRY.names()
+    md = build_architecture(names, latency_latent=a.latent, warmup=a.warmup, repeats=a.repeats, dry_run=a.dry_run)
+    print(md)
+    if not a.dry_run:
+        print("figure: python -m paper_figures.pareto  (draws results/figures/architecture_pareto.png)")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from ablations.bench import bench_unet_vs_sdxl
+
+    rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats)
+    print(json.dumps({k: rec[k] for k in ("latency_ratio", "flops_ratio", "path")}, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ablations", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ls", help="list variants")
+    s.add_argument("--json", action="store_true", help="JSON list with name, parent, params, gflops, resolution")
+    s.add_argument("--costs", action="store_true", help="also print params and GFLOPs")
+    s.set_defaults(fn=cmd_ls)
+    s = sub.add_parser("show", help="one variant's config, lineage and costs")
+    s.add_argument("name", choices=REGISTRY.names(), metavar="NAME")
+    s.set_defaults(fn=cmd_show)
+    s = sub.add_parser("diff", help="config differences between two variants")
+    s.add_argument("a", choices=REGISTRY.names(), metavar="A")
+    s.add_argument("b", choices=REGISTRY.names(), metavar="B")
+    s.set_defaults(fn=cmd_diff)
+    s = sub.add_parser("table", help="measure every variant, write records, the Markdown table and the figure")
+    s.add_argument("--variants", nargs="*", choices=REGISTRY.names(), metavar="NAME")
+    s.add_argument("--latent", type=int, default=32, help="latent side for CPU latency (32 = 256 px)")
+    s.add_argument("--warmup", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=5, help="timed runs (0 = skip latency)")
+    s.add_argument("--dry-run", action="store_true", help="print what would be measured")
+    s.set_defaults(fn=cmd_table)
+    s = sub.add_parser("bench", help="SnapGen vs SDXL U-Net CPU latency at the same latent size, one run")
+    s.add_argument("--snapgen", default="snapgen-t2i", choices=REGISTRY.names())
+    s.add_argument("--latent", type=int, default=32)
+    s.add_argument("--warmup", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=5)
+    s.set_defaults(fn=cmd_bench)
+    a = p.parse_args(argv)
+    try:
+        return a.fn(a)
+    except RegistryError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

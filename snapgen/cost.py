@@ -1,0 +1,136 @@
+"""Cost primitives: parameter count, FLOPs at the dispatcher, wall-clock latency statistics.
+
+They live in ``snapgen`` (not ``evals``) so that the variant registry in ``ablations`` can compute
+tables without importing the evaluation harness.
+
+FLOPs convention: one multiply-add = 2 FLOPs (``FLOPs = 2 x MACs``), as counted by
+``torch.utils.flop_counter.FlopCounterMode``. We count on the **meta device**: exact, instantaneous,
+no memory, and scaled-dot-product attention decomposes into ``bmm`` there, so attention is included
+(on real CPU tensors the fused SDPA kernel is silently counted as 0).
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@dataclass
+class FlopReport:
+    total: int                                              # FLOPs (2 x MACs) for one call
+    per_module: dict[str, int] = field(default_factory=dict)  # module path -> FLOPs (nested paths overlap)
+    per_op: dict[str, int] = field(default_factory=dict)      # aten op -> FLOPs
+
+    @property
+    def gflops(self) -> float:
+        return self.total / 1e9
+
+    def children_of(self, prefix: str) -> dict[str, int]:
+        """Direct children of ``prefix`` in the module tree (non-overlapping breakdown)."""
+        depth = prefix.count(".") + 1
+        return {k[len(prefix) + 1:]: v for k, v in self.per_module.items()
+                if k.startswith(prefix + ".") and k.count(".") == depth}
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return torch.empty_like(x, device="meta")
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_meta(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_meta(v) for k, v in x.items()}
+    return x
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A weightless copy of ``model`` on the meta device (the original is untouched)."""
+    if next(model.parameters(), torch.empty(0)).device.type == "meta":
+        return model
+    return copy.deepcopy(model).to("meta")
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module | Callable, *args: Any, **kwargs: Any) -> FlopReport:
+    """FLOPs of ``model(*args, **kwargs)`` counted at the dispatcher on the meta device.
+
+    ``model`` may be an ``nn.Module`` (moved to meta as a copy when it holds real weights) or any
+    callable whose tensors are already on meta. Inputs are replaced by meta tensors of the same
+    shape and dtype.
+    """
+    fn = meta_copy(model) if isinstance(model, nn.Module) else model
+    args, kwargs = _to_meta(args), _to_meta(kwargs)
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    raw = counter.get_flop_counts()
+    per_module: dict[str, int] = {}
+    per_op: dict[str, int] = {}
+    for name, ops in raw.items():
+        per_module[name] = int(sum(ops.values()))
+        if name == "Global":
+            per_op = {str(op): int(n) for op, n in ops.items()}
+    return FlopReport(total=int(counter.get_total_flops()), per_module=per_module, per_op=per_op)
+
+
+@dataclass
+class LatencyStats:
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    n: int
+    warmup: int
+    times_ms: list[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize_times(times_s: list[float], warmup: int) -> LatencyStats:
+    """Statistics of timed runs (seconds in, milliseconds out). p90 by linear interpolation."""
+    if not times_s:
+        raise ValueError("no timed runs: repeats must be >= 1")
+    ms = sorted(t * 1e3 for t in times_s)
+    n = len(ms)
+    pos = 0.9 * (n - 1)
+    lo, hi = int(pos), min(int(pos) + 1, n - 1)
+    p90 = ms[lo] + (ms[hi] - ms[lo]) * (pos - lo)
+    return LatencyStats(
+        median_ms=statistics.median(ms), p90_ms=p90, mean_ms=statistics.fmean(ms),
+        std_ms=statistics.pstdev(ms) if n > 1 else 0.0, min_ms=ms[0], max_ms=ms[-1], n=n,
+        warmup=warmup, times_ms=[t * 1e3 for t in times_s],
+    )
+
+
+def time_fn(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5,
+            timer: Callable[[], float] = time.perf_counter, sync: Callable[[], None] | None = None) -> LatencyStats:
+    """Median-of-N wall-clock latency of ``fn()`` after ``warmup`` untimed calls.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before reading the clock so asynchronous
+    devices are timed correctly; ``timer`` is injectable so the statistics can be tested.
+    """
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    gc.collect()
+    times = []
+    for _ in range(repeats):
+        t0 = timer()
+        fn()
+        if sync:
+            sync()
+        times.append(timer() - t0)
+    return summarize_times(times, warmup)

@@ -1,0 +1,108 @@
+"""Small I/O helpers shared by the whole suite: atomic writes, content hashes, local-path checks.
+
+Every file the suite writes (checkpoints, images, records, caches) goes through an atomic write, so a
+kill never leaves a half-written file that a rerun would mistake for finished work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_save_image(path: str | os.PathLike, image) -> Path:
+    """Save a PIL image atomically; the format comes from the suffix (PNG for benchmarks)."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    image.save(buf, format=(path.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(obj: Any):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hash of a JSON-able object in canonical form (sorted keys, no whitespace)."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default).encode())
+
+
+def sha256_dir(path: str | os.PathLike, patterns: tuple[str, ...] = ("*",)) -> str:
+    """Content hash of every file under ``path`` matching ``patterns`` (relative names included)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    files = sorted({p for pat in patterns for p in root.rglob(pat) if p.is_file()})
+    for p in files:
+        h.update(str(p.relative_to(root)).encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained model file or folder the user must provide is absent.
+
+    The message names the missing path, what it should contain, and how to get it; the suite never
+    downloads weights at run time.
+    """
+
+
+def require_path(path: str | os.PathLike | None, what: str, how: str, must_contain: tuple[str, ...] = ()) -> Path:
+    """Return ``Path(path)`` or raise :class:`MissingWeightsError` naming the problem and the fix."""
+    if path is None or str(path) == "":
+        raise MissingWeightsError(f"{what}: no path given. {how}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise MissingWeightsError(f"{what}: '{p}' does not exist. {how}")
+    for name in must_contain:
+        if not (p / name).exists():
+            raise MissingWeightsError(f"{what}: '{p / name}' is missing (expected inside '{p}'). {how}")
+    return p

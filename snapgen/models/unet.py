@@ -1,0 +1,205 @@
+"""The SnapGen U-Net: one class from the SDXL-like thinned baseline to final SnapGen, by config alone.
+
+Blocks live in ``nn.ModuleDict``s keyed by resolution at the reference ``sample_size``
+(``enc["64x64_block1"]``, ``dec["128x128_block2"]``), so state-dict keys, feature hooks and per-block
+FLOP tables read naturally. The model predicts the rectified-flow velocity ``v = noise - x0``
+(see ``snapgen.flow``); it holds no losses, no device calls and no logging.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snapgen.config import UNetConfig
+from snapgen.models.layers import Downsample, ResBlock, TransformerBlock, Upsample, group_norm, timestep_embedding
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+class Unit(nn.Module):
+    """A residual block optionally followed by a transformer block: one skip-producing U-Net unit."""
+
+    def __init__(self, res: nn.Module, attn: nn.Module | None):
+        super().__init__()
+        self.res = res
+        self.attn = attn
+
+    def forward(self, x, emb, context):
+        x = self.res(x, emb, context)
+        return x if self.attn is None else self.attn(x, emb, context)
+
+
+class SnapGenUNet(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = c = config
+        emb_dim = c.emb_mult * c.channels[0]
+        self.time_embed = nn.Sequential(nn.Linear(c.channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if c.cond == "text":
+            # PAPER-UNKNOWN: pooled-text use. Chose SDXL's route: pooled CLIP-L||CLIP-G (2048) -> MLP
+            # added to the time embedding; no size/crop micro-conditioning (not mentioned by the paper).
+            self.cond_embed = nn.Sequential(nn.Linear(c.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            context_dim = c.context_dim
+        else:
+            # Class mode: a label embedding (index num_classes = null class for CFG) added to the time
+            # embedding, and projected to ``class_tokens`` tokens that the cross-attention attends to.
+            # PAPER-UNKNOWN: how the ImageNet twin feeds cross-attention; chose class tokens of width
+            # emb_dim so the text model's topology is kept (see docs/architecture.md).
+            self.class_embed = nn.Embedding(c.num_classes + 1, emb_dim)
+            self.class_tokens = nn.Linear(emb_dim, c.class_tokens * emb_dim)
+            context_dim = emb_dim
+        self.conv_in = nn.Conv2d(c.in_channels, c.channels[0], 3, padding=1)
+        self.enc, self.dec = nn.ModuleDict(), nn.ModuleDict()
+        self.mid = nn.ModuleDict()
+        skips = self._build_encoder(emb_dim, context_dim)
+        self._build_mid(emb_dim, context_dim)
+        self._build_decoder(emb_dim, context_dim, skips)
+        self.norm_out = group_norm(c.channels[0], c.norm_groups)
+        self.conv_out = nn.Conv2d(c.channels[0], c.out_channels, 3, padding=1)
+        self.initialize_weights()
+
+    # --- construction -------------------------------------------------------------------------
+    def _attn(self, stage: int, channels: int, context_dim: int, depth: int | None = None) -> nn.Module | None:
+        c, kind = self.config, self.config.attention[stage]
+        if kind == "none":
+            return None
+        return TransformerBlock(channels, depth or c.depth[stage], context_dim, self_attn="self" in kind,
+                                cross_attn="cross" in kind, head_dim=c.head_dim, kv_heads=c.kv_heads,
+                                cross_kv_heads=c.cross_kv_heads, qk_norm=c.qk_norm, rope=c.rope,
+                                ffn_ratio=c.ffn_ratio, groups=c.norm_groups)
+
+    def _res(self, cin: int, cout: int, emb_dim: int) -> ResBlock:
+        c = self.config
+        return ResBlock(cin, cout, emb_dim, c.conv, c.sep_expansion, c.norm_groups, c.dropout)
+
+    def _build_encoder(self, emb_dim: int, context_dim: int) -> list[int]:
+        c, skips, cin = self.config, [self.config.channels[0]], self.config.channels[0]
+        for i, ch in enumerate(c.channels):
+            r = c.sample_size >> i
+            for j in range(c.res_blocks[i]):
+                self.enc[f"{r}x{r}_block{j}"] = Unit(self._res(cin, ch, emb_dim), self._attn(i, ch, context_dim))
+                cin = ch
+                skips.append(ch)
+            if i < len(c.channels) - 1:
+                self.enc[f"{r}x{r}_down"] = Downsample(ch, c.conv, c.sep_expansion)
+                skips.append(ch)
+        return skips
+
+    def _build_mid(self, emb_dim: int, context_dim: int) -> None:
+        c = self.config
+        if not c.mid_block:
+            return
+        ch, r, last = c.channels[-1], c.sample_size >> (len(c.channels) - 1), len(c.channels) - 1
+        self.mid[f"{r}x{r}_res0"] = self._res(ch, ch, emb_dim)
+        attn = self._attn(last, ch, context_dim)
+        if attn is not None:
+            self.mid[f"{r}x{r}_attn"] = attn
+        self.mid[f"{r}x{r}_res1"] = self._res(ch, ch, emb_dim)
+
+    def _build_decoder(self, emb_dim: int, context_dim: int, skips: list[int]) -> None:
+        c, cin = self.config, self.config.channels[-1]
+        for i in reversed(range(len(c.channels))):
+            ch, r = c.channels[i], c.sample_size >> i
+            for j in range(c.res_blocks[i] + 1):
+                self.dec[f"{r}x{r}_block{j}"] = Unit(self._res(cin + skips.pop(), ch, emb_dim),
+                                                     self._attn(i, ch, context_dim))
+                cin = ch
+            if i > 0:
+                self.dec[f"{r}x{r}_up"] = Upsample(ch, c.conv, c.sep_expansion)
+
+    def initialize_weights(self) -> None:
+        """Default PyTorch init, except zero-initialised output layers of every residual branch and of
+        the network (as in ADM/SDXL), so a fresh model starts as a near-identity of its skips."""
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                last = m.conv2.pointwise if hasattr(m.conv2, "pointwise") else m.conv2
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+            elif isinstance(m, TransformerBlock):
+                nn.init.zeros_(m.proj_out.weight)
+                nn.init.zeros_(m.proj_out.bias)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    # --- forward ------------------------------------------------------------------------------
+    def embed(self, t, pooled=None, class_labels=None, context=None):
+        """Returns (emb (N, E), context (N, L, D)) from the timestep and the condition."""
+        emb = self.time_embed(timestep_embedding(t, self.config.channels[0]).to(self.conv_in.weight.dtype))
+        if self.config.cond == "text":
+            if pooled is None or context is None:
+                raise ValueError("text-conditional U-Net needs `context` (N, L, D) and `pooled` (N, P)")
+            return emb + self.cond_embed(pooled), context
+        if class_labels is None:
+            raise ValueError("class-conditional U-Net needs `class_labels` (N,) (null class = num_classes)")
+        cls = self.class_embed(class_labels)                                          # (N, E)
+        tokens = self.class_tokens(cls).view(cls.shape[0], self.config.class_tokens, -1)  # (N, T, E)
+        return emb + cls, tokens
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
+                pooled: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
+                return_features: bool = False):
+        """x: (N, C, H, W) noisy latent x_t; t: (N,) in [0, 1] (t=0 data, t=1 noise) -> velocity (N, C, H, W).
+
+        With ``return_features`` also returns the lowest-resolution features (after the mid block),
+        the tap used by feature distillation.
+        """
+        emb, context = self.embed(t, pooled, class_labels, context)
+        h = self.conv_in(x)                                         # (N, C0, H, W)
+        skips = [h]
+        for block in self.enc.values():
+            h = block(h, emb, context)
+            skips.append(h)
+        for block in self.mid.values():
+            h = block(h, emb, context)
+        features = h                                                # (N, C_last, H/4, W/4)
+        for name, block in self.dec.items():
+            if name.endswith("_up"):
+                h = block(h, emb, context)
+            else:
+                h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return (out, features) if return_features else out
+
+    # --- diffusers-style persistence ---------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        from snapgen.io import atomic_write_bytes, atomic_write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = {"_class_name": type(self).__name__, **self.config.to_dict(), "config_hash": self.config.hash}
+        tmp = directory / (WEIGHTS_NAME + ".partial")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        atomic_write_bytes(directory / WEIGHTS_NAME, tmp.read_bytes())
+        tmp.unlink()
+        atomic_write_json(directory / CONFIG_NAME, cfg)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, expected: UNetConfig | None = None) -> "SnapGenUNet":
+        from safetensors.torch import load_file
+
+        from snapgen.io import require_path
+
+        how = "Pass a directory written by SnapGenUNet.save_pretrained (config.json + safetensors)."
+        directory = require_path(directory, "SnapGen U-Net checkpoint", how, (CONFIG_NAME, WEIGHTS_NAME))
+        config = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        if expected is not None and expected != config:
+            diff = {k: (v, getattr(config, k)) for k, v in expected.to_dict().items() if config.to_dict()[k] != v}
+            raise ValueError(f"checkpoint {directory} is another variant: differs in {diff} (expected, found)")
+        model = cls(config)
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except Exception as e:  # safetensors raises various errors on truncated files
+            raise ValueError(f"corrupted weights file {directory / WEIGHTS_NAME}: {e}") from e
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        return model
