@@ -17,7 +17,7 @@ from snapgen.io import atomic_write_json
 def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5) -> dict:
     torch.manual_seed(0)
     variants = [REGISTRY.get(snapgen), REGISTRY.get("sdxl-unet")]
-    models = [build_model(v, "cpu") for v in variants]
+    models = [build_model(v, "cpu", timing_init=True) for v in variants]
     inputs = [example_inputs(v, latent=latent) for v in variants]
     times: list[list[float]] = [[], []]
     with torch.inference_mode():

@@ -59,7 +59,7 @@ def measure_latency(variant: Variant, latent: int, warmup: int, repeats: int, th
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = build_model(variant, "cpu")
+    model = build_model(variant, "cpu", timing_init=True)
     build_s = time.perf_counter() - t0
     args, kwargs = example_inputs(variant, latent=latent)
     with torch.inference_mode():

@@ -33,7 +33,8 @@ PAPER = {"tiny": "~1.38M params, ~36x fewer params, ~54x faster (iPhone)",  # SP
 @dataclass(frozen=True)
 class DecoderTableSettings:
     flops_latent: int = 128      # latent side for FLOPs: 128 -> 1024 px (the paper's resolution)
-    latency_latent: int = 32     # latent side for CPU latency: 32 -> 256 px (1024 px would take ~30 s per SD3 run)
+    latency_latent: int = 16     # latent side for CPU latency: 16 -> 128 px, so `pytest ablations` stays < 60 s
+    # (an SD3-decoder run at 32 -> 256 px took 17-21 s on 1 shared thread here; use --latent 32 by hand)
     latency_warmup: int = 1      # untimed runs before timing
     latency_repeats: int = 3     # timed runs; the median is reported
     batch: int = 1               # images per call
@@ -111,7 +112,8 @@ def decoder_table(records: dict[str, dict]) -> str:
         f"batch {s['batch']}, {s['dtype']}, {s['threads']} thread(s), median of {s['latency_repeats']} runs after "
         f"{s['latency_warmup']} warm-up; random weights. CPU: {ref['env'].get('cpu')}.",
         "Ratios are SD3 VAE decoder / row (times fewer params or FLOPs, times faster).", "",
-        "| decoder | params | x fewer params | GFLOPs @1024 px | x fewer FLOPs | CPU ms @256 px | x faster (CPU) | paper |",
+        f"| decoder | params | x fewer params | GFLOPs @{ref['flops_resolution_px']} px | x fewer FLOPs | "
+        f"CPU ms @{ref['latency_resolution_px']} px | x faster (CPU) | paper |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n in [r for r in ROWS if r in records] + sorted(set(records) - set(ROWS)):
@@ -127,6 +129,7 @@ def draw_figure(records: dict[str, dict], path: Path) -> Path:
     import io
 
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -139,6 +142,8 @@ def draw_figure(records: dict[str, dict], path: Path) -> Path:
     for ax, (title, vals) in zip(axes, panels):
         ax.barh([LABELS[n].replace(" (ours)", "") for n in names], vals, color=["#d62728", "#1f77b4", "#7f7f7f"][:len(names)])
         ax.set_xscale("log")
+        ax.set_xlim(min(vals) / 3, max(vals) * 6)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title)
         ax.invert_yaxis()
         for i, v in enumerate(vals):
@@ -168,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="results root (records, tables/, figures/)")
     p.add_argument("--no-measure", action="store_true", help="only rebuild table + figure from existing records")
     p.add_argument("--repeats", type=int, default=DecoderTableSettings.latency_repeats, help="timed runs")
+    p.add_argument("--latent", type=int, default=DecoderTableSettings.latency_latent, help="latency latent side")
     p.add_argument("--threads", type=int, default=DecoderTableSettings.threads, help="torch threads while timing")
     a = p.parse_args(argv)
-    out = regenerate(a.results, DecoderTableSettings(latency_repeats=a.repeats, threads=a.threads), not a.no_measure)
+    out = regenerate(a.results, DecoderTableSettings(latency_latent=a.latent, latency_repeats=a.repeats, threads=a.threads), not a.no_measure)
     print(out["table"].read_text())
     return 0
 

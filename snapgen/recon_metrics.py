@@ -15,7 +15,6 @@ Conventions (recorded with every number):
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path

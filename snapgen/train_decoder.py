@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -246,7 +246,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 def _check_resumable(saved: dict, cfg: TrainDecoderConfig) -> None:
     ignore = {"steps", "log_every", "ckpt_every", "encoder_dir", "image_dir", "vgg16_weights", "lpips_weights"}
-    a = {k: v for k, v in saved.items() if k not in ignore}
+    a = {k: v for k, v in json.loads(json.dumps(saved)).items() if k not in ignore}
     b = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ignore}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if diff:

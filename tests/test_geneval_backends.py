@@ -47,7 +47,8 @@ def test_mask_to_box_is_mmdet_mask2bbox():
 
 # ---------------------------------------------------------------- Mask2Former
 def _tiny_mask2former(tmp_path, id2label):
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor, SwinConfig
+    from transformers import (Mask2FormerConfig, Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessor,
+                              SwinConfig)
 
     backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
                           window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
@@ -177,7 +178,8 @@ def test_color_classifier_logic_with_a_palette_model():
 def _tiny_open_clip(tmp_path):
     import open_clip
 
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     cfg_path = tmp_path / "geneval-test-tiny-clip.json"
     cfg_path.write_text(json.dumps(cfg))

@@ -11,7 +11,6 @@ from PIL import Image
 from evals.geneval.rules import (OFFICIAL, TASKS, GenEvalRules, box_iou, evaluate_image, filter_detections,
                                  relations, summarize)
 from evals.geneval.score import list_samples, score_folder
-from snapgen.io import atomic_save_image
 
 SIZE = (256, 256)
 

@@ -14,7 +14,7 @@ import json
 import re
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from PIL import Image, ImageOps
 

@@ -301,7 +301,7 @@ def _to_uint8_chw(image: Any) -> torch.Tensor:
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {array.dtype} {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)  # (3, H, W)
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)  # (3, H, W); PIL arrays are read-only
 
 
 def _same_size_batches(images: Iterable[Any], batch_size: int):
@@ -628,6 +628,7 @@ def compute_fid(gen_dir: str | os.PathLike, ref_dir_or_stats: str | os.PathLike,
             "resize_filter": PREPROCESSING["resize_filter"], "preprocessing": PREPROCESSING,
             "config": dataclasses.asdict(config), "gen_dir": str(Path(gen_dir).resolve()),
             "reference": {"key": ref["meta"]["key"], "path": ref["path"], "ref_dir": ref["meta"].get("ref_dir")},
+            "runtime": {"device": str(device), "batch_size": batch_size, "torch_threads": torch.get_num_threads()},
             "versions": _versions(), "seconds": seconds}
 
 

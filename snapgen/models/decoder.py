@@ -198,11 +198,13 @@ class TinyDecoder(nn.Module):
             raise CorruptCheckpointError(f"tiny decoder weights '{root / WEIGHTS_NAME}' are unreadable "
                                          f"(truncated or not safetensors): {e}") from e
         model = cls(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        bad = [k for k, v in state.items() if k in model.state_dict() and v.shape != model.state_dict()[k].shape]
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        bad = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
         if missing or unexpected or bad:
             raise CorruptCheckpointError(f"weights in '{root / WEIGHTS_NAME}' do not match config.json: "
                                          f"missing={missing[:5]} unexpected={unexpected[:5]} shape_mismatch={bad[:5]}")
+        model.load_state_dict(state, strict=True)
         return model.to(map_location)
 
 
