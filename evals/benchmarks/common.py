@@ -1,0 +1,55 @@
+"""Arguments and plumbing shared by the benchmark plugins: generator options, output paths, records."""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from snapgen.io import sha256_json
+
+RESULTS = Path("results")
+IMAGES = Path("runs/images")
+
+
+def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
+    g = p.add_argument_group("generation (ignored with --images)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="snapgen pipeline dir | diffusers pipeline dir | world-tiny | world-oracle | world-noise")
+    src.add_argument("--images", help="score images that already exist, in the benchmark's official layout")
+    g.add_argument("--n-per-prompt", type=int, default=n_per_prompt, help=f"images per prompt (official: {n_per_prompt})")
+    g.add_argument("--seed", type=int, default=0, help="base seed; sample seed = f(prompt id, sample index, seed)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
+    g.add_argument("--resolution", type=int, default=None, help="diffusers pipelines: output side in pixels")
+    g.add_argument("--negative-prompt", default=None, help="diffusers pipelines: negative prompt")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--limit", type=int, default=None, help="only the first N prompts (smoke runs; recorded)")
+    g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="record path (default results/<benchmark>/<run name>.json)")
+    o.add_argument("--name", default=None, help="run name (default: derived from the generator and protocol)")
+    o.add_argument("--dry-run", action="store_true", help="print the protocol and paths, generate and score nothing")
+    o.add_argument("--no-progress", action="store_true")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[-60:] or "run"
+
+
+def generation_key(gen_protocol: dict, prompt_hash: str, n_per_prompt: int, seed: int) -> str:
+    """Images are cached under this key: same generator + sampler + prompts + seeds -> same folder."""
+    return sha256_json({"g": gen_protocol, "p": prompt_hash, "n": n_per_prompt, "s": seed})[:12]
+
+
+def record_path(args, benchmark: str, name: str) -> Path:
+    return Path(args.out) if args.out else RESULTS / benchmark / f"{slug(args.name or name)}.json"
+
+
+SAMPLER_KEYS = ("sampler", "steps", "guidance", "shift", "resolution", "negative_prompt")
+
+
+def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
+    """(sampler settings that must match between compared runs, generator identity that may differ)."""
+    sampler = {k: gen_protocol.get(k) for k in SAMPLER_KEYS}
+    return sampler, {k: v for k, v in gen_protocol.items() if k not in SAMPLER_KEYS}

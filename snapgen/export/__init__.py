@@ -1,0 +1,1 @@
+"""Model export: Core ML (``snapgen.export.coreml``) for on-device latency (Mac, iPhone)."""
