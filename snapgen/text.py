@@ -200,6 +200,30 @@ class CachedText:
     def __init__(self, stack: TextEncoderStack):
         self.stack, self.cache = stack, {}
 
+    @torch.no_grad()
+    def prefill(self, prompts: list[str], cache_file: str | Path | None = None, batch_size: int = 128) -> None:
+        """Encode a known, finite prompt vocabulary once (optionally persisted in a safetensors file
+        keyed by the caller, e.g. by the hash of the encoder config and prompt list)."""
+        from safetensors.torch import load_file, save
+
+        from snapgen.io import atomic_write_bytes
+
+        prompts = sorted(set(prompts))
+        if cache_file is not None and Path(cache_file).exists():
+            blob = load_file(str(cache_file))
+            for i, p in enumerate(prompts):
+                self.cache[p] = {k.split("/", 1)[1]: (blob[k][i], blob.get("pooled/" + k.split("/", 1)[1], [None] * len(prompts))[i])
+                                 for k in blob if k.startswith("tokens/")}
+            return
+        for s in range(0, len(prompts), batch_size):
+            self(prompts[s:s + batch_size])
+        if cache_file is not None:
+            names = self.cache[prompts[0]].keys()
+            blob = {f"tokens/{k}": torch.stack([self.cache[p][k][0] for p in prompts]).contiguous() for k in names}
+            blob.update({f"pooled/{k}": torch.stack([self.cache[p][k][1] for p in prompts]).contiguous()
+                         for k in names if self.cache[prompts[0]][k][1] is not None})
+            atomic_write_bytes(cache_file, save(blob))
+
     def __call__(self, prompts: list[str], drop: dict[str, torch.Tensor] | None = None):
         todo = sorted({p for p in prompts if p not in self.cache})
         if todo:

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,6 +65,7 @@ class TrainConfig:
     keep_ckpts: int = 2                     # checkpoints kept on disk
     sample_steps: int = 20                  # sampling steps for the final sample grid
     sample_guidance: float = 3.0            # guidance for the final sample grid
+    stop_at: int | None = None              # stop (checkpointed, resumable) after this step: time-limited jobs
     threads: int | None = None              # torch CPU threads (None = torch default)
     cpu: bool = False                       # force CPU even when CUDA exists
 
@@ -78,6 +80,7 @@ class TrainConfig:
 def parse_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
     """``key=value`` strings -> a new config; values are parsed by the field's type."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
     changes = {}
     for item in items:
         if "=" not in item:
@@ -88,18 +91,23 @@ def parse_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
 
             close = difflib.get_close_matches(key, fields, n=3)
             raise ValueError(f"unknown config field {key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-        current = getattr(cfg, key)
-        if value.lower() in ("none", "null"):
-            changes[key] = None
-        elif isinstance(current, bool):
-            changes[key] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(current, int) and not isinstance(current, bool):
-            changes[key] = int(value)
-        elif isinstance(current, float):
-            changes[key] = float(value)
-        else:
-            changes[key] = value
+        changes[key] = _parse_value(value, hints[key])
     return dataclasses.replace(cfg, **changes)
+
+
+def _parse_value(value: str, hint) -> object:
+    """Parse ``value`` by the field's annotation (Optional[...] accepts none/null)."""
+    args = typing.get_args(hint)
+    if value.lower() in ("none", "null") and type(None) in args:
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if typing.get_origin(hint) is not typing.Literal else hint
+    if base is bool:
+        return value.lower() in ("1", "true", "yes", "on")
+    if base in (int, float):
+        return base(value)
+    if typing.get_origin(base) is typing.Literal and value not in typing.get_args(base):
+        raise ValueError(f"{value!r} is not one of {typing.get_args(base)}")
+    return value
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
@@ -243,6 +251,17 @@ def _condition(batch: dict, unet_cfg: UNetConfig, text, g: torch.Generator, p_dr
     return {"context": ctx.to(device), "pooled": pooled.to(device)}
 
 
+def _prefill_world_prompts(cached, cfg: TrainConfig) -> None:
+    """The world's captions form a finite vocabulary: encode it once, cached on disk by content."""
+    from snapgen.data.world import GENEVAL_TAGS, WorldConfig, all_metadata
+
+    prompts = sorted({m["prompt"] for tag in GENEVAL_TAGS for m in all_metadata(tag, WorldConfig(resolution=cfg.resolution))})
+    prompts.append("")
+    key = sha256_json({"text": cached.stack.config.to_dict(), "prompts": prompts})[:16]
+    cache_dir = Path(os.environ.get("SNAPGEN_CACHE", Path.home() / ".cache" / "snapgen-bench")) / "text"
+    cached.prefill(prompts, cache_dir / f"world-{key}.safetensors")
+
+
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -284,6 +303,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     ema.to(acc.device)
     dataset = build_dataset(cfg)
     cached = CachedText(text) if text is not None else None
+    if cached is not None and cfg.data == "world":
+        _prefill_world_prompts(cached, cfg)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", {**cfg.to_dict(), "unet_config": ucfg.to_dict()})
@@ -324,10 +345,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
         last = step == cfg.steps - 1
-        if (step + 1) % cfg.ckpt_every == 0 or last:
+        stopping = cfg.stop_at is not None and step + 1 >= cfg.stop_at and not last
+        if (step + 1) % cfg.ckpt_every == 0 or last or stopping:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 save_checkpoint(out, step + 1, acc.unwrap_model(unet), ema, text or _NoText(), opt, sched, cfg, cfg.keep_ckpts)
+        if stopping:
+            acc.print(f"stopped at step {step + 1} (stop_at); rerun without stop_at to resume")
+            return out
     acc.wait_for_everyone()
     if acc.is_main_process:
         finalize(cfg, ema, text, out)

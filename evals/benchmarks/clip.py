@@ -1,0 +1,204 @@
+"""CLIP score (open_clip, local weights): per-sample cosine and clipped x-scale score, mean over prompts.
+
+    python -m evals.run clip --ckpt PIPE --prompts captions.txt --clip-weights ViT-L-14.safetensors
+    python -m evals.run clip --ckpt world-tiny --clip-weights ViT-L-14.safetensors      # world prompt set
+    python -m evals.run clip --images DIR --captions captions.txt --clip-weights open_clip_model.safetensors \\
+        --clip-model ViT-g-14
+
+Metric keys carry backbone and scale (``clip_score_vitl14_cos``, ``clip_score_vitl14_x100``): the
+numbers of different backbones or scales are different metrics. Generated images are shared with
+``fid`` / ``imagereward`` (flat folder with an ``images.jsonl`` manifest); ``--images DIR`` reads that
+manifest, or ``--captions`` (one caption per line, paired with the folder's images in sorted name
+order, or a ``.jsonl`` manifest with ``file`` and ``prompt``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from evals.benchmarks.common import add_generation_args, record_path, slug, split_protocol
+from evals.benchmarks.fid import MANIFEST, flat_folder, flat_jobs, generate_flat, read_lines
+from evals.records import build_record, prompt_set_hash, write_record
+
+NAME = "clip"
+HELP = "CLIP score (open_clip backbone from a local file; backbone + scale in the metric name)"
+
+
+# ----------------------------------------------------------------------------- prompts -> (image, prompt) pairs
+# Shared with evals.benchmarks.imagereward.
+
+
+@dataclass(frozen=True)
+class Sample:
+    file: Path                   # image path
+    prompt: str                  # the text it is scored against
+    prompt_id: int | str         # grouping unit of the bootstrap (prompt index, or the text itself)
+    sample_index: int | None     # index among the prompt's images (None when unknown)
+
+
+def add_prompt_args(p) -> None:
+    add_generation_args(p, n_per_prompt=1)
+    e = p.add_argument_group("prompts")
+    e.add_argument("--prompts", default=None, help="one prompt per line (default: the world prompt set for world "
+                   "generators)")
+    e.add_argument("--captions", default=None, help="--images: captions, one per line in the folder's sorted image "
+                   f"order, or a .jsonl with file + prompt (default: DIR/{MANIFEST})")
+    e.add_argument("--score-batch-size", type=int, default=32, help="evaluator batch size (speed only)")
+    e.add_argument("--world-prompts-per-tag", type=int, default=10, help="synthetic world: prompts per task")
+    e.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+
+
+def load_prompts(args, gen) -> tuple[list[str], list[dict] | None, str]:
+    if args.prompts:
+        prompts = read_lines(args.prompts, "--prompts")
+        return prompts[: args.limit], None, str(args.prompts)
+    if gen.domain != "world":
+        raise ValueError("--prompts FILE (one prompt per line) is required to generate with a non-world generator")
+    from snapgen.data.world import WorldConfig, make_prompt_set
+
+    meta = make_prompt_set(args.world_prompts_per_tag, args.world_prompt_seed, WorldConfig())[: args.limit]
+    return [m["prompt"] for m in meta], meta, f"world:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}"
+
+
+def generated_samples(args, gen) -> tuple[list[Sample], Path, dict, dict]:
+    """Generate (resumably) ``--n-per-prompt`` images per prompt; (samples, folder, counts, prompt info)."""
+    prompts, meta, source = load_prompts(args, gen)
+    n = len(prompts) * args.n_per_prompt
+    folder = flat_folder(args.images_root, gen, prompts, meta, n, args.seed)
+    counts = generate_flat(gen, prompts, meta, folder, n, args.seed, args.batch_size, progress=not args.no_progress)
+    jobs = flat_jobs(prompts, meta, folder, n, args.seed)
+    samples = [Sample(j.path, j.prompt, j.prompt_index, j.sample_index) for j in jobs]
+    info = {"prompt_source": source, "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts)}
+    return samples, folder, counts, info
+
+
+def folder_samples(images: str | Path, captions: str | None) -> tuple[list[Sample], dict]:
+    """(samples, prompt info) of an existing folder, from its manifest or a captions file."""
+    folder = Path(images)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder '{folder}' does not exist")
+    source = Path(captions) if captions else folder / MANIFEST
+    if not source.is_file():
+        raise FileNotFoundError(f"no captions for '{folder}': '{source}' does not exist; pass --captions FILE (one "
+                                "caption per line in sorted image order, or a .jsonl with file + prompt)")
+    if source.suffix == ".jsonl":
+        rows = [json.loads(x) for x in source.read_text().splitlines() if x.strip()]
+        samples = [Sample(folder / r["file"], r["prompt"], r.get("prompt_index", r["prompt"]), r.get("sample_index"))
+                   for r in rows]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        lines = read_lines(source, "--captions")
+        if len(lines) != len(files):
+            raise ValueError(f"'{source}' has {len(lines)} captions but '{folder}' has {len(files)} images; "
+                             "they are paired in sorted file-name order")
+        samples = [Sample(f, c, c, None) for f, c in zip(files, lines)]
+    missing = [str(s.file) for s in samples if not s.file.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} images named in '{source}' are missing, e.g. {missing[:3]}")
+    prompts = [s.prompt for s in samples]
+    return samples, {"prompt_source": str(source), "prompt_set_sha256": prompt_set_hash(prompts)}
+
+
+def collect_samples(args, gen) -> tuple[list[Sample], Path, dict | None, dict]:
+    if gen is not None:
+        return generated_samples(args, gen)
+    samples, info = folder_samples(args.images, args.captions)
+    return samples, Path(args.images), None, info
+
+
+def load_gen(args):
+    if not args.ckpt:
+        return None
+    from evals.generators import load_generator
+
+    return load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
+                          args.batch_size, args.device)
+
+
+def base_protocol(args, gen, folder: Path, info: dict, samples: list[Sample], evaluator: dict) -> dict:
+    gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
+    sampler, generator = split_protocol(gen_protocol)
+    return {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
+            "seed_scheme": "sha256(prompt_index, sample_index, base_seed)", "base_seed": args.seed, **info,
+            "n_prompts": len({s.prompt_id for s in samples}), "n_samples": len(samples), "limit": args.limit,
+            "images_dir": str(folder), "resolution": gen.resolution if gen else None, "evaluator": evaluator,
+            "scoring_mode": None, "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt"}}
+
+
+def sample_row(s: Sample) -> dict:
+    return {"file": str(s.file), "prompt": s.prompt, "prompt_id": s.prompt_id, "sample_index": s.sample_index}
+
+
+def dry_run(args, gen, benchmark: str, out: Path) -> int:
+    print(json.dumps({"benchmark": benchmark, "record": str(out), "images": args.images, "prompts": args.prompts,
+                      "generator": gen.protocol() if gen else None}, indent=2, default=str))
+    return 0
+
+
+# ----------------------------------------------------------------------------- CLIP score
+
+
+def add_arguments(p) -> None:
+    add_prompt_args(p)
+    e = p.add_argument_group("CLIP")
+    e.add_argument("--clip-weights", default=None, help="open_clip weights file (.safetensors/.bin/.pt), local")
+    e.add_argument("--clip-model", default="ViT-L-14", help="open_clip architecture name (ViT-L-14, ViT-g-14, ...)")
+    e.add_argument("--clip-quick-gelu", choices=("auto", "yes", "no"), default="auto",
+                   help="QuickGELU (auto: yes for OpenAI architectures)")
+    e.add_argument("--clip-scale", type=float, default=100.0, help="w in w * max(cos, 0) (torchmetrics: 100)")
+    e.add_argument("--clip-model-config", default=None, help="an extra open_clip architecture JSON, registered "
+                   "under its file stem (custom or tiny test models)")
+
+
+def load_scorer(args):
+    from evals.metrics.clip_score import ClipScorer
+
+    if args.clip_model_config:
+        import open_clip
+
+        from snapgen.io import require_path
+
+        open_clip.add_model_config(require_path(args.clip_model_config, "--clip-model-config",
+                                                "Pass an open_clip model config JSON."))
+    quick = {"auto": None, "yes": True, "no": False}[args.clip_quick_gelu]
+    return ClipScorer.from_pretrained(args.clip_weights, args.clip_model, quick, args.clip_scale, args.device)
+
+
+def score_samples(scorer, samples: list[Sample], batch_size: int) -> list[dict]:
+    from PIL import Image
+
+    rows = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = [Image.open(s.file).convert("RGB") for s in chunk]
+        for s, r in zip(chunk, scorer.score(images, [s.prompt for s in chunk], batch_size)):
+            rows.append({**sample_row(s), **r})
+    return rows
+
+
+def run(args) -> int:
+    t0 = time.time()
+    scorer = load_scorer(args)            # missing weights fail before any image is generated
+    gen = load_gen(args)
+    out = record_path(args, "clip", f"{slug(gen.name if gen else Path(args.images).name)}-clip-{scorer.config.backbone_tag}")
+    if args.dry_run:
+        return dry_run(args, gen, "clip", out)
+    samples, folder, counts, info = collect_samples(args, gen)
+    from evals.generate import shard_info
+
+    if shard_info()[0] != 0:
+        return 0
+    rows = score_samples(scorer, samples, args.score_batch_size)
+    scores = scorer.aggregate(rows)
+    protocol = base_protocol(args, gen, folder, info, samples, scorer.protocol)
+    record = build_record("clip", scores, protocol, None, None, time.time() - t0, args.device,
+                          higher_is_better={k: True for k in scorer.keys})
+    record["generation"] = counts
+    write_record(out, record, rows)
+    for k in scorer.keys:
+        print(f"{k} {scores[k]:.4f} [95% CI {scores[k + '_ci95_low']:.4f}, {scores[k + '_ci95_high']:.4f}]  "
+              f"({scores['n_samples']} images, {scores['n_prompts']} prompts)")
+    print(f"record: {out}")
+    return 0

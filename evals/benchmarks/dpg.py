@@ -1,0 +1,314 @@
+"""DPG-Bench: 1065 dense prompts x 4 images tiled 2x2, yes/no VQA questions with a dependency graph.
+
+    python -m evals.run dpg --ckpt world-tiny                                   # world questions, exact VQA, CPU
+    python -m evals.run dpg --ckpt PIPE --dpg-csv dpg_bench.csv --vqa /models/blip-vqa-base
+    python -m evals.run dpg --images GRIDS --dpg-csv dpg_bench.csv --vqa mplug:/models/mplug_large --mode official
+
+Layout (official): one ``<item_id>.png`` 2x2 grid per prompt in ``<run>/grids/``; the four tiles are
+kept in ``<run>/tiles/<item_id>/<k>.png`` (tile k = row-major TL, TR, BL, BR), seed
+``sample_seed(item_id, k, base_seed)``. Resumable: an existing grid is not regenerated, tiles are
+written atomically before their grid. World generators get a DPG question set built from the world's
+GenEval-style prompt set (``evals.dpg.world.make_world_dpg``), written to ``<run>/dpg_bench.csv``.
+``--mode both`` (default) scores the same VQA answers under the official rules (with their bugs)
+and the fixed rules; every score is labelled with its mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+from evals.benchmarks.common import add_generation_args, generation_key, record_path, slug, split_protocol
+from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
+
+NAME = "dpg"
+HELP = "DPG-Bench (dense prompts, VQA questions with dependencies; official + fixed rules)"
+OFFICIAL_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "dpg_bench" / "prompts"
+
+
+def add_arguments(p) -> None:
+    add_generation_args(p, n_per_prompt=4)
+    e = p.add_argument_group("evaluator")
+    e.add_argument("--dpg-csv", default=None, help="DPG-Bench question file dpg_bench.csv (ELLA repo, not shipped; "
+                   "default for world generators: the world question set written next to the images)")
+    e.add_argument("--vqa", default=None, help="world | DIR (local transformers VQA folder: BLIP/ViLT) | "
+                   "mplug:DIR (official mPLUG-large, needs modelscope); default: world for world generators")
+    e.add_argument("--mode", choices=("official", "fixed", "both"), default="both",
+                   help="official: the ELLA scorer with its bugs; fixed: corrected rules; both: report both")
+    e.add_argument("--prompts-dir", default=None, help="folder of <item_id>.txt prompts (default: the official 1065)")
+    e.add_argument("--tile-size", type=int, default=None, help="--images: expected tile side (checked); "
+                   "default: the generator's resolution, unchecked for --images")
+    e.add_argument("--world-prompts-per-tag", type=int, default=10, help="synthetic world: prompts per task")
+    e.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+
+
+# ----------------------------------------------------------------------------- prompts and questions
+
+
+def _natural(item_id: str):
+    return (0, int(item_id), "") if item_id.isdigit() else (1, 0, item_id)
+
+
+def official_items(prompts_dir: str | Path | None = None) -> list[tuple[str, str, None]]:
+    """``[(item_id, prompt, None)]`` from ``<item_id>.txt`` files, numeric ids first in numeric order."""
+    root = Path(prompts_dir) if prompts_dir else OFFICIAL_PROMPTS
+    files = sorted(root.glob("*.txt"), key=lambda f: _natural(f.stem))
+    if not files:
+        raise FileNotFoundError(f"no DPG-Bench prompt files (<item_id>.txt) in '{root}'")
+    return [(f.stem, f.read_text(encoding="utf-8").strip(), None) for f in files]
+
+
+def world_items(per_tag: int, seed: int) -> tuple[list[tuple[str, str, dict]], list[dict]]:
+    """World prompt set -> ``([(item_id, prompt, metadata)], DPG CSV rows)``."""
+    from evals.dpg.world import make_world_dpg
+    from snapgen.data.world import WorldConfig, make_prompt_set
+
+    metadata = make_prompt_set(per_tag, seed, WorldConfig())
+    prompts, rows = make_world_dpg(metadata)
+    return [(item_id, prompt, m) for (item_id, prompt), m in zip(prompts.items(), metadata)], rows
+
+
+def _check_coverage(questions: dict, item_ids: list[str], limited: bool) -> dict:
+    """Restrict questions to the generated items; an item of the CSV without a prompt is an error
+    unless --limit cut it. Returns the restricted questions."""
+    wanted = set(item_ids)
+    missing = sorted(set(questions) - wanted)
+    if missing and not limited:
+        raise ValueError(f"{len(missing)} question items have no prompt file, e.g. {missing[:5]}: the question "
+                         "CSV and the prompts folder are from different DPG-Bench versions")
+    return {k: v for k, v in questions.items() if k in wanted}
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def grid_side(n_per_prompt: int) -> int:
+    side = math.isqrt(n_per_prompt)
+    if side * side != n_per_prompt:
+        raise ValueError(f"DPG-Bench tiles images into a square grid; --n-per-prompt {n_per_prompt} is not a square")
+    return side
+
+
+def dpg_jobs(items: list[tuple[str, str, dict | None]], run_dir: Path, n_per_prompt: int, base_seed: int):
+    """Tile jobs of the items whose grid does not exist yet."""
+    from evals.generate import Job
+    from snapgen.pipeline import sample_seed
+
+    jobs = []
+    for index, (item_id, prompt, meta) in enumerate(items):
+        if (run_dir / "grids" / f"{item_id}.png").exists():
+            continue
+        for k in range(n_per_prompt):
+            jobs.append(Job(index, k, prompt, sample_seed(item_id, k, base_seed),
+                            run_dir / "tiles" / item_id / f"{k}.png", meta))
+    return jobs
+
+
+def compose_grids(items: list[tuple[str, str, dict | None]], run_dir: Path, n_per_prompt: int) -> int:
+    """Tile each missing grid from its tiles (row-major); returns how many grids were written."""
+    from PIL import Image
+
+    from snapgen.io import atomic_save_image
+
+    side, written = grid_side(n_per_prompt), 0
+    for item_id, _, _ in items:
+        grid_path = run_dir / "grids" / f"{item_id}.png"
+        if grid_path.exists():
+            continue
+        tiles = [Image.open(run_dir / "tiles" / item_id / f"{k}.png").convert("RGB") for k in range(n_per_prompt)]
+        w, h = tiles[0].size
+        if any(t.size != (w, h) for t in tiles):
+            raise ValueError(f"item {item_id}: tiles of different sizes {[t.size for t in tiles]}")
+        grid = Image.new("RGB", (side * w, side * h))
+        for k, tile in enumerate(tiles):
+            grid.paste(tile, ((k % side) * w, (k // side) * h))
+        atomic_save_image(grid_path, grid)
+        written += 1
+    return written
+
+
+def generate_grids(gen, items, run_dir: Path, args) -> dict:
+    from evals.generate import run_jobs, shard_info, wait_for_shards
+
+    jobs = dpg_jobs(items, run_dir, args.n_per_prompt, args.seed)
+    counts = run_jobs(jobs, gen.generate, args.batch_size, progress=not args.no_progress)
+    wait_for_shards(jobs)
+    counts["grids_written"] = compose_grids(items, run_dir, args.n_per_prompt) if shard_info()[0] == 0 else 0
+    counts["grids_reused"] = len(items) - len(jobs) // max(args.n_per_prompt, 1)
+    print(f"images: {counts['grids_reused']} grids reused, {counts['generated']} tiles generated, "
+          f"{counts['grids_written']} grids written -> {run_dir / 'grids'}")
+    return counts
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+class AnswerMemo:
+    """Asks the VQA model each (tile, question) once, so both modes score the very same answers."""
+
+    def __init__(self, vqa):
+        self.vqa, self.memo, self.calls = vqa, {}, 0
+
+    def answer(self, image, question: str) -> str:
+        key = (hashlib.sha256(image.tobytes()).hexdigest(), image.size, image.mode, question)
+        if key not in self.memo:
+            self.memo[key] = self.vqa.answer(image, question)
+            self.calls += 1
+        return self.memo[key]
+
+    def info(self) -> dict:
+        return self.vqa.info() if hasattr(self.vqa, "info") else {"name": type(self.vqa).__name__}
+
+
+def load_vqa(spec: str | None, domain: str, device: str = "cpu"):
+    spec = spec or ("world" if domain == "world" else None)
+    if spec is None:
+        raise ValueError("--vqa is required for non-world images: DIR (a local transformers VQA folder saved with "
+                         "save_pretrained, e.g. Salesforce/blip-vqa-base) or mplug:DIR (the official mPLUG-large, "
+                         "needs modelscope)")
+    if spec == "world":
+        from evals.dpg.world import WorldVQA
+
+        return WorldVQA()
+    if spec.startswith("mplug:"):
+        from evals.dpg.vqa import MPlugVQA
+
+        return MPlugVQA(spec.split(":", 1)[1], device=device)
+    from evals.dpg.vqa import TransformersVQA
+
+    return TransformersVQA.from_pretrained(spec, device=device)
+
+
+def mode_scores(rows: list[dict], summary: dict, n_boot: int = 1000, seed: int = 0) -> dict:
+    """One mode's summary + a bootstrap 95% CI (x100) of the overall score over scored prompts."""
+    ok = [r["prompt_score"] for r in rows if r["status"] == "ok"]
+    lo, hi = bootstrap_ci(ok, n_boot=n_boot, seed=seed)
+    out = {k: v for k, v in summary.items() if k not in ("images_dir", "vqa")}
+    out["overall_ci95_x100"] = [lo * 100, hi * 100]
+    out["prompt_scores_x100"] = {r["item_id"]: (r["prompt_score"] * 100 if r["status"] == "ok" else None)
+                                 for r in rows}
+    return out
+
+
+def score_modes(folder: Path, questions: dict, vqa, modes: tuple[str, ...], tile_size: int | None,
+                grid: int, progress: bool) -> tuple[list[dict], dict]:
+    from evals.dpg.scoring import score_folder
+
+    all_rows, scores = [], {}
+    for mode in modes:
+        rows, summary = score_folder(folder, questions[mode], vqa, mode, grid=grid, tile_size=tile_size,
+                                     progress=progress)
+        scores[mode] = mode_scores(rows, summary)
+        all_rows.extend(rows)
+    return all_rows, scores
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _setup(args, gen):
+    """(items or None, prompt source, run dir, grids folder, csv path, world CSV rows or None)."""
+    domain = gen.domain if gen else ("world" if args.vqa == "world" else "generic")
+    if args.images:
+        return None, None, None, Path(args.images), args.dpg_csv, None
+    world_rows = None
+    if domain == "world" and not args.dpg_csv:
+        items, world_rows = world_items(args.world_prompts_per_tag, args.world_prompt_seed)
+        source = f"world:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}"
+    else:
+        items, source = official_items(args.prompts_dir), str(args.prompts_dir or "official-1065")
+    items = items[: args.limit] if args.limit else items
+    key = generation_key(gen.protocol(), prompt_set_hash([list(i[:2]) for i in items]), args.n_per_prompt, args.seed)
+    run_dir = Path(args.images_root) / "dpg" / f"{slug(gen.name)}-{key}"
+    csv_path = args.dpg_csv or run_dir / "dpg_bench.csv"
+    return items, source, run_dir, run_dir / "grids", csv_path, world_rows
+
+
+def run(args) -> int:
+    from evals.dpg.scoring import MODES, load_questions
+
+    t0 = time.time()
+    gen = None
+    if args.ckpt:
+        from evals.generators import load_generator
+
+        gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
+                             args.batch_size, args.device)
+    grid = grid_side(args.n_per_prompt)
+    items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
+    modes = MODES if args.mode == "both" else (args.mode,)
+    name = f"{slug(gen.name if gen else folder.name)}-dpg"
+    out = record_path(args, "dpg", name)
+    gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
+    if args.dry_run:
+        print(json.dumps({"images": str(folder), "record": str(out), "prompts": source, "questions": str(csv_path),
+                          "n_prompts": len(items) if items else None, "modes": modes, "generator": gen_protocol},
+                         indent=2, default=str))
+        return 0
+    if world_rows is not None:
+        _write_csv_if_changed(world_rows, csv_path)
+    questions = {m: load_questions(csv_path, m) for m in modes}   # before generating: a missing CSV fails fast
+    vqa = AnswerMemo(load_vqa(args.vqa, gen.domain if gen else "generic", args.device))  # fail before generating
+    counts = None
+    if gen is not None:
+        questions = {m: _check_coverage(q, [i[0] for i in items], bool(args.limit)) for m, q in questions.items()}
+        counts = generate_grids(gen, items, run_dir, args)
+        from evals.generate import shard_info
+
+        if shard_info()[0] != 0:
+            return 0
+    elif args.limit:
+        questions = {m: dict(list(q.items())[: args.limit]) for m, q in questions.items()}
+    tile_size = args.tile_size or (gen.resolution if gen else None)
+    rows, scores = score_modes(folder, questions, vqa, modes, tile_size, grid, not args.no_progress)
+    protocol = _protocol(args, gen_protocol, gen, items, source, folder, csv_path, questions, vqa, modes, grid)
+    hib = {f"{m}.overall_x100": True for m in modes}
+    record = build_record("dpg", scores, protocol, None, None, time.time() - t0, args.device, higher_is_better=hib)
+    record["generation"] = counts
+    record["vqa_calls"] = vqa.calls
+    write_record(out, record, rows)
+    _print_summary(scores, out)
+    return 0
+
+
+def _write_csv_if_changed(rows: list[dict], path: Path) -> None:
+    import tempfile
+
+    from evals.dpg.world import write_dpg_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        text = write_dpg_csv(rows, Path(tmp) / "q.csv").read_text()
+    if not path.exists() or path.read_text() != text:
+        write_dpg_csv(rows, path)
+
+
+def _protocol(args, gen_protocol, gen, items, source, folder, csv_path, questions, vqa, modes, grid) -> dict:
+    from evals.dpg.scoring import ANSWER_RULES
+    from snapgen.io import sha256_file, sha256_json
+
+    csv_sha = sha256_file(csv_path)
+    scored = sorted(set().union(*(set(q) for q in questions.values())), key=_natural)
+    sampler, generator = split_protocol(gen_protocol)
+    return {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
+            "grid": f"{grid}x{grid}", "seed_scheme": "sha256(item_id, sample_index, base_seed)",
+            "base_seed": args.seed, "prompt_source": source, "limit": args.limit, "images_dir": str(folder),
+            "questions_csv": str(csv_path), "questions_sha256": csv_sha,
+            "prompt_set_sha256": sha256_json([csv_sha, scored]), "n_prompts": len(scored),
+            "prompts_sha256": prompt_set_hash([list(i[:2]) for i in items]) if items else None,
+            "resolution": gen.resolution if gen else None,
+            "evaluator": {"rules": "DPG-Bench (TencentQQGYLab/ELLA dpg_bench/compute_dpg_bench.py)",
+                          "vqa": vqa.info(), "answer_rules": {m: ANSWER_RULES[m] for m in modes}},
+            "scoring_mode": "+".join(modes),
+            "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "statistic": "mean prompt score x100"}}
+
+
+def _print_summary(scores: dict, out: Path) -> None:
+    for mode, s in scores.items():
+        lo, hi = s["overall_ci95_x100"]
+        cats = "  ".join(f"{c} {v:.1f}" for c, v in s["categories_x100"].items() if v is not None)
+        overall = "n/a" if s["overall_x100"] is None else f"{s['overall_x100']:.2f}"
+        print(f"DPG-Bench [{mode}] overall {overall} [95% CI {lo:.2f}, {hi:.2f}]  "
+              f"({s['n_scored']} prompts scored, {s['n_failed']} failed)  {cats}")
+    print(f"record: {out}")

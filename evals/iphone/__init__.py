@@ -1,0 +1,1 @@
+"""On-device latency: the Swift benchmark (SnapGenBench/) and its Python orchestrator."""
