@@ -182,7 +182,8 @@ def run(args) -> int:
     t0 = time.time()
     scorer = load_scorer(args)            # missing weights fail before any image is generated
     gen = load_gen(args)
-    out = record_path(args, "clip", f"{slug(gen.name if gen else Path(args.images).name)}-clip-{scorer.config.backbone_tag}")
+    name = f"{slug(gen.name if gen else Path(args.images).name)}-clip-{scorer.config.backbone_tag}"
+    out = record_path(args, "clip", name)
     if args.dry_run:
         return dry_run(args, gen, "clip", out)
     samples, folder, counts, info = collect_samples(args, gen)

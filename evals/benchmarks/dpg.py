@@ -260,7 +260,8 @@ def run(args) -> int:
         if shard_info()[0] != 0:
             return 0
     elif args.limit:
-        questions = {m: dict(list(q.items())[: args.limit]) for m, q in questions.items()}
+        keep = set(list(questions[modes[-1]])[: args.limit])   # the same items in every mode
+        questions = {m: {k: v for k, v in q.items() if k in keep} for m, q in questions.items()}
     tile_size = args.tile_size or (gen.resolution if gen else None)
     rows, scores = score_modes(folder, questions, vqa, modes, tile_size, grid, not args.no_progress)
     protocol = _protocol(args, gen_protocol, gen, items, source, folder, csv_path, questions, vqa, modes, grid)

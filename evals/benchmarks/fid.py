@@ -166,7 +166,7 @@ def world_captions(n: int, seed: int = WORLD_REF_SEED, resolution: int = 32) -> 
 # ----------------------------------------------------------------------------- run
 
 
-def _threads(n: int | None):
+def limit_threads(n: int | None):
     """Context limiting torch + BLAS threads to ``n`` (no-op for None); yields the thread record."""
     import contextlib
 
@@ -201,11 +201,17 @@ def _prompts(args, gen) -> tuple[list[str], list[dict] | None, str, int]:
     return [m["prompt"] for m in meta], meta, f"world:WorldDataset(seed={args.world_seed})", n
 
 
-def _reference(args, gen, n_gen: int) -> tuple[str, dict]:
+def _world_resolution(args, gen) -> int:
+    return args.world_resolution or (gen.resolution if gen else 32)
+
+
+def _reference(args, gen, folder: Path, n_gen: int | None) -> tuple[str, dict]:
     if args.ref != "world":
         return args.ref, {"ref": args.ref}
-    res = args.world_resolution or (gen.resolution if gen else 32)
-    n_ref = args.n_ref or n_gen
+    from evals.metrics.fid import list_images
+
+    res = _world_resolution(args, gen)
+    n_ref = args.n_ref or n_gen or len(list_images(folder))
     folder = world_reference(args.images_root, n_ref, args.world_seed, res, progress=not args.no_progress)
     return str(folder), {"ref": "world", "world_seed": args.world_seed, "resolution": res, "n_ref": n_ref,
                          "dataset": "snapgen.data.world.WorldDataset held-out renders"}
@@ -226,7 +232,7 @@ def run(args) -> int:
     else:
         folder = Path(args.images)
         n_images = None
-    tag = args.tag or (f"world{args.world_resolution or (gen.resolution if gen else 32)}" if args.ref == "world" else None)
+    tag = args.tag or (f"world{_world_resolution(args, gen)}" if args.ref == "world" else None)
     out = record_path(args, "fid", f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}")
     gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
     if args.dry_run:
@@ -241,7 +247,7 @@ def run(args) -> int:
 
         if shard_info()[0] != 0:
             return 0
-    ref, ref_info = _reference(args, gen, n_images or 0)
+    ref, ref_info = _reference(args, gen, folder, n_images)
     result, threads = _compute(args, folder, ref)
     scores, hib = fid_scores(result, tag)
     protocol = _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, ref_info, tag, threads)
@@ -258,7 +264,7 @@ def _compute(args, folder: Path, ref: str) -> tuple[dict, dict]:
 
     config = FIDConfig(trace_sqrt=args.trace_sqrt, spread_subsets=args.spread_subsets,
                        kid_subset_size=args.kid_subset_size)
-    with _threads(args.threads) as threads:
+    with limit_threads(args.threads) as threads:
         result = compute_fid(folder, ref, args.fid_batch_size, args.device, config=config, cache_dir=args.fid_cache,
                              weights_path=args.fid_weights, progress=not args.no_progress)
     return result, threads

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from evals.benchmarks.common import IMAGES
-from evals.benchmarks.fid import WORLD_REF_SEED, add_fid_options, world_reference
+from evals.benchmarks.fid import DEFAULT_WORLD_N, add_fid_options, world_reference
 
 NAME = "fid-ref"
 HELP = "precompute FID reference statistics for a folder (or the world) and print the cache path"
@@ -29,15 +29,15 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from evals.benchmarks.fid import _threads
+    from evals.benchmarks.fid import limit_threads
     from evals.metrics.fid import load_reference, precompute_reference
 
     folder = Path(args.ref)
     if args.ref == "world":
-        n_ref = args.n_ref or 1000
-        folder = world_reference(args.images_root, n_ref, args.world_seed or WORLD_REF_SEED,
+        n_ref = args.n_ref or DEFAULT_WORLD_N
+        folder = world_reference(args.images_root, n_ref, args.world_seed,
                                  args.world_resolution or 32, progress=not args.no_progress)
-    with _threads(args.threads) as threads:
+    with limit_threads(args.threads) as threads:
         path = precompute_reference(folder, args.fid_batch_size, args.device, cache_dir=args.fid_cache,
                                     weights_path=args.fid_weights, progress=not args.no_progress)
     meta = load_reference(path)["meta"]

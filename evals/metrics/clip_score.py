@@ -50,7 +50,7 @@ OPENAI_QUICKGELU_ARCHS = frozenset(
 )
 
 
-class ClipWeightsError(RuntimeError):
+class ClipWeightsError(ValueError):
     """The weights file exists but cannot be loaded into the requested architecture."""
 
 
