@@ -109,12 +109,9 @@ def collect_samples(args, gen) -> tuple[list[Sample], Path, dict | None, dict]:
 
 
 def load_gen(args):
-    if not args.ckpt:
-        return None
-    from evals.generators import load_generator
+    from evals.benchmarks.common import generator_from_args
 
-    return load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                          args.batch_size, args.device)
+    return generator_from_args(args)
 
 
 def base_protocol(args, gen, folder: Path, info: dict, samples: list[Sample], evaluator: dict) -> dict:

@@ -53,3 +53,13 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
     """(sampler settings that must match between compared runs, generator identity that may differ)."""
     sampler = {k: gen_protocol.get(k) for k in SAMPLER_KEYS}
     return sampler, {k: v for k, v in gen_protocol.items() if k not in SAMPLER_KEYS}
+
+
+def generator_from_args(args):
+    """The ``--ckpt`` generator with the CLI's sampler options, or None when scoring ``--images``."""
+    if not getattr(args, "ckpt", None):
+        return None
+    from evals.generators import load_generator
+
+    return load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
+                          args.batch_size, args.device)

@@ -20,7 +20,8 @@ import math
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import add_generation_args, generation_key, record_path, slug, split_protocol
+from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, record_path, slug,
+                                     split_protocol)
 from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
 
 NAME = "dpg"
@@ -230,12 +231,7 @@ def run(args) -> int:
     from evals.dpg.scoring import MODES, load_questions
 
     t0 = time.time()
-    gen = None
-    if args.ckpt:
-        from evals.generators import load_generator
-
-        gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                             args.batch_size, args.device)
+    gen = generator_from_args(args)
     grid = grid_side(args.n_per_prompt)
     items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
     modes = MODES if args.mode == "both" else (args.mode,)

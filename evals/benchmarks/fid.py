@@ -18,7 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import add_generation_args, generation_key, record_path, slug, split_protocol
+from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, record_path, slug,
+                                     split_protocol)
 from evals.records import build_record, prompt_set_hash, write_record
 
 NAME = "fid"
@@ -219,12 +220,7 @@ def _reference(args, gen, folder: Path, n_gen: int | None) -> tuple[str, dict]:
 
 def run(args) -> int:
     t0 = time.time()
-    gen = None
-    if args.ckpt:
-        from evals.generators import load_generator
-
-        gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                             args.batch_size, args.device)
+    gen = generator_from_args(args)
     prompts = meta = source = None
     if gen is not None:
         prompts, meta, source, n_images = _prompts(args, gen)

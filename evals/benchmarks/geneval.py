@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.benchmarks.common import add_generation_args, generation_key, record_path, slug, split_protocol
+from evals.benchmarks.common import (RESULTS, add_generation_args, generation_key, generator_from_args, record_path, slug,
+                                     split_protocol)
 from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
 
 NAME = "geneval"
@@ -93,12 +94,7 @@ def run(args) -> int:
     from evals.generate import geneval_jobs, run_jobs, wait_for_shards, write_geneval_metadata
 
     t0 = time.time()
-    gen = None
-    if args.ckpt:
-        from evals.generators import load_generator
-
-        gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                             args.batch_size, args.device)
+    gen = generator_from_args(args)
     domain = gen.domain if gen else ("world" if (args.detector or "").startswith("world") else "generic")
     metadata, prompt_source = (None, None) if args.images else _load_prompts(args, domain)
     if metadata is not None and args.limit:
@@ -146,6 +142,10 @@ def run(args) -> int:
                           higher_is_better={"overall": True})
     write_record(out, record, rows)
     _print_summary(scores, out)
+    if out.parent.parent.resolve() == RESULTS.resolve():        # a record under results/: refresh the table
+        from evals.report import write_tables
+
+        print(f"table: {write_tables(RESULTS)[0]}")
     return 0
 
 
