@@ -15,6 +15,11 @@ from snapgen.io import sha256_json
 AttentionKind = Literal["none", "cross", "self", "self_cross"]
 
 
+# PAPER-UNKNOWN (reasons in docs/architecture.md): residual blocks per stage (SDXL's 2 down / 3 up), the mid
+# block, head_dim (128: puts both presets within 1% of 379M / 372M), multi-query attention also in
+# cross-attention, the first-stage CA+FFN block kept beside the residual blocks, the text merge width
+# (context_dim 2048), pooled-text route, class-token conditioning of the ImageNet twin, time-embedding
+# width, GroupNorm groups. Each is a field below so it can be changed.
 @dataclass(frozen=True)
 class UNetConfig:
     in_channels: int = 16                       # latent channels (16 for the SD3 VAE)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from snapgen.config import UNetConfig
 
+# PAPER-UNKNOWN: step 5 applied to self- and cross-attention (cross_kv_heads=1), step 6 as one CA+FFN layer
+# after each high-res residual block; see docs/architecture.md for why (the parameter counts).
 _FINAL = dict(channels=(256, 512, 896), depth=(1, 2, 4), attention=("cross", "cross", "self_cross"),
               conv="separable", sep_expansion=2, ffn_ratio=3.0, kv_heads=1, cross_kv_heads=1, qk_norm=True, rope=True)
 

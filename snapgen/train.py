@@ -333,7 +333,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             losses.append(per_sample.detach())
             ts.append(t)
         sched.step()
-        ema_update(ema, acc.unwrap_model(unet), cfg.ema_decay)
+        ema_update(ema, acc.unwrap_model(unet), min(cfg.ema_decay, (1 + step) / (10 + step)))  # EMA warm-up
         dt = time.perf_counter() - t0
         if acc.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             per = torch.cat(losses).float()
