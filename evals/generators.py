@@ -129,13 +129,19 @@ class WorldNoise(Generator):
 
 def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, steps: int | None = None) -> Path:
     """The tiny world model's pipeline, trained with the default recipe on first use (minutes on a CPU)."""
-    pipe = run_dir / "pipeline"
-    if (pipe / "pipeline.json").exists():
-        return pipe
-    from snapgen.train import TrainConfig, train
     import dataclasses
 
+    from snapgen.train import TrainConfig, train
+
+    pipe = run_dir / "pipeline"
     cfg = dataclasses.replace(TrainConfig(out=str(run_dir)), **({"steps": steps} if steps else {}))
+    if (pipe / "pipeline.json").exists():
+        saved = json.loads((run_dir / "train_config.json").read_text())
+        saved = {k: v for k, v in saved.items() if k in cfg.to_dict()}
+        if saved != {**cfg.to_dict(), **{k: saved[k] for k in ("threads",) if k in saved}}:
+            raise ValueError(f"{run_dir} holds a world model trained with another recipe than the default; "
+                             f"pass --ckpt {pipe} to use it, or delete {run_dir} to retrain with the default")
+        return pipe
     print(f"world-tiny: no trained model at {pipe}; training one ({cfg.steps} steps, see {run_dir}/log.jsonl)")
     train(cfg)
     return pipe
@@ -148,7 +154,9 @@ def load_generator(ckpt: str, steps: int | None = None, guidance: float | None =
     if ckpt == "world-noise":
         return WorldNoise(resolution or 32)
     if ckpt == "world-tiny":
-        return SnapGenGenerator(ensure_world_model(), steps, guidance, batch_size, device)
+        gen = SnapGenGenerator(ensure_world_model(), steps, guidance, batch_size, device)
+        gen.name = "world-tiny"
+        return gen
     path = require_path(ckpt, "--ckpt", "Pass a snapgen pipeline folder (pipeline.json), a diffusers pipeline "
                         f"folder (model_index.json), or one of {', '.join(BUILTINS)}.")
     if (path / "pipeline.json").exists():
