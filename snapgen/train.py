@@ -270,17 +270,23 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def make_accelerator(cfg: TrainConfig):
+    """The accelerate ``Accelerator`` for a run (CPU when asked or when no CUDA device exists)."""
+    from accelerate import Accelerator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                       gradient_accumulation_steps=cfg.grad_accum)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Run (or resume) training; returns the output directory (with ``pipeline/`` when finished)."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from snapgen.text import CachedText
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    acc = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                      gradient_accumulation_steps=cfg.grad_accum)
+    acc = make_accelerator(cfg)
     out = Path(cfg.out)
     ucfg = unet_config(cfg)
     torch.manual_seed(cfg.seed)

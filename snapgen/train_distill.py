@@ -258,16 +258,12 @@ def _log_record(step, cfg, acc, sched, dt, terms: list[dict], ts: list[torch.Ten
 
 def train_distill(cfg: DistillConfig, progress: bool = True) -> Path:
     """Run (or resume) a distillation stage; returns the output directory (``pipeline/`` when finished)."""
-    from accelerate import Accelerator
     from tqdm import tqdm
 
     from snapgen.teachers import load_teacher
     from snapgen.text import CachedText
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    acc = Accelerator(cpu=cfg.cpu or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                      gradient_accumulation_steps=cfg.grad_accum)
+    acc = base.make_accelerator(cfg)
     out = Path(cfg.out)
     teacher = load_teacher(cfg.teacher).to(acc.device)
     unet, text = build_student(cfg)
