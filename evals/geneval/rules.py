@@ -1,7 +1,7 @@
 """GenEval's scoring rules as pure functions (no detector, no CLIP, no files).
 
 Port of the rules of djghosh13/geneval `evaluation/evaluate_images.py` and `summary_scores.py`,
-re-written from the protocol (see /work/shared/SPEC.md section 4); every constant is in
+re-written from the protocol (see SPEC.md section 4 of the project brief); every constant is in
 :class:`GenEvalRules` with the official value.
 
 Pipeline for one image:
