@@ -10,9 +10,10 @@ import torch
 from PIL import Image, ImageFilter
 
 from snapgen.data.world import (
-    GENEVAL_TAGS, RELATIONS, WORLD_CLASSES, WORLD_COLORS, WorldConfig, WorldDataset, all_metadata,
-    collate_world, detect, geneval_relations, ground_truth_detections, make_prompt_set, render,
-    sample_metadata, scene_from_metadata, shape_mask, tensor_to_image, write_prompt_set,
+    GENEVAL_TAGS, NUM_WORLD_LABELS, RELATIONS, WORLD_CLASSES, WORLD_COLORS, WorldConfig, WorldDataset, all_metadata,
+    binding_to_label, collate_world, detect, geneval_relations, ground_truth_detections, is_heldout,
+    label_to_binding, make_prompt_set, render, sample_metadata, scene_from_metadata, shape_mask, tensor_to_image,
+    training_prompts, write_prompt_set,
 )
 
 CFG = WorldConfig()
@@ -203,10 +204,12 @@ def test_dataset_items_and_collate():
 
 
 def test_prompt_set_dedup_caps_and_writes(tmp_path):
-    ps = make_prompt_set(30, seed=3, cfg=CFG)
+    ps = make_prompt_set(30, seed=3, cfg=CFG)                 # held-out split (the default)
     counts = Counter(m["tag"] for m in ps)
-    assert counts == {"single_object": 4, "two_object": 12, "counting": 12, "colors": 30, "position": 30,
+    assert counts == {"single_object": 2, "two_object": 4, "counting": 4, "colors": 10, "position": 12,
                       "color_attr": 30}
+    ind = Counter(m["tag"] for m in make_prompt_set(30, seed=3, cfg=CFG, split="in_distribution"))
+    assert ind == {"single_object": 2, "two_object": 8, "counting": 8, "colors": 30, "position": 30, "color_attr": 30}
     assert len({m["prompt"] for m in ps}) == len(ps)
     assert make_prompt_set({"position": 5}, seed=3, cfg=CFG) == [m for m in ps if m["tag"] == "position"][:5]
     path = write_prompt_set(tmp_path, ps)
@@ -227,3 +230,62 @@ def test_larger_resolution_and_antialias():
     meta, scene = _scene("two_object", 0, cfg=aa)
     img = np.asarray(render(scene, aa)[0])
     assert len({tuple(p) for p in img.reshape(-1, 3)}) > 3  # soft edges add colours
+
+
+def test_heldout_prompts_never_occur_in_training():
+    """Held out means held out: 100k training captions (the stream the trainer reads: WorldDataset's default
+    split, seed 0) contain no evaluation prompt of the held-out split, and cover every training composition."""
+    ds = WorldDataset(CFG, seed=0, length=10**9)
+    assert all(ds.caption(i) == ds[i]["caption"] for i in range(50))       # caption() is the item's caption
+    train = Counter(ds.caption(i) for i in range(100_000))
+    heldout = {m["prompt"] for m in make_prompt_set(10**6, seed=0, cfg=CFG)}
+    assert len(heldout) == 2 + 4 + 4 + 10 + 12 + 466
+    assert not set(train) & heldout
+    assert set(train) == set(training_prompts(CFG))
+    for tag in GENEVAL_TAGS:                                  # every task has both kinds of prompt
+        assert all_metadata(tag, CFG, "train") and all_metadata(tag, CFG, "heldout")
+        assert all(is_heldout(m, CFG) for m in all_metadata(tag, CFG, "heldout"))
+    # each held-out kind of composition, by hand
+    prompts = {m["prompt"] for tag in GENEVAL_TAGS for m in all_metadata(tag, CFG, "heldout")}
+    for p in ("a photo of a red circle", "a photo of a triangle", "a photo of three circles",
+              "a photo of a circle and a triangle", "a photo of a triangle and a circle",
+              "a photo of a white square and a blue triangle"):
+        assert p in prompts and p not in train, p
+    assert sum(p in prompts for p in ("a photo of a red square", "a photo of a circle", "a photo of two circles")) == 0
+    # the held-out binding never appears in any training caption, in any task
+    for kind, color in CFG.heldout_bindings:
+        assert not any(f"{color} {kind}" in c for c in train)
+
+
+def test_evaluation_prompt_sets_default_to_heldout():
+    """What the harness scores by default (GenEval / DPG / CLIP world prompt sets, FID world captions and
+    reference renders) comes from the held-out split."""
+    import argparse
+
+    from evals.benchmarks.common import add_world_prompt_args, world_prompt_set
+    from evals.benchmarks.fid import world_captions
+
+    p = argparse.ArgumentParser()
+    add_world_prompt_args(p)
+    meta, source = world_prompt_set(p.parse_args([]))
+    assert meta and all(is_heldout(m, CFG) for m in meta) and source.startswith("world:heldout:")
+    ind, _ = world_prompt_set(p.parse_args(["--world-split", "in_distribution"]))
+    assert ind and not any(is_heldout(m, CFG) for m in ind)
+    assert all(is_heldout(m, CFG) for m in world_captions(200))
+    assert not any(is_heldout(m, CFG) for m in world_captions(200, split="in_distribution"))
+
+
+def test_class_conditional_mode():
+    ds = WorldDataset(CFG, seed=2, length=200, mode="class")
+    labels = [ds[i]["label"] for i in range(200)]
+    assert len(set(labels)) > 30 and all(0 <= y < NUM_WORLD_LABELS for y in labels)
+    for i in range(20):
+        item = ds[i]
+        kind, color = label_to_binding(item["label"])
+        dets = detect(tensor_to_image(item["image"]), CFG)
+        assert [(d["class"], d["color"]) for d in dets] == [(kind, color)]
+        assert binding_to_label(kind, color) == item["label"]
+    with pytest.raises(ValueError, match="mode"):
+        WorldDataset(CFG, 0, 1, mode="classes")
+    with pytest.raises(ValueError, match="heldout_bindings"):
+        WorldConfig(heldout_bindings=(("circle", "teal"),))

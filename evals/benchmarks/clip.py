@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.benchmarks.common import add_generation_args, record_path, slug, split_protocol
+from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, prompts_card, record_path, slug,
+                                     split_protocol, world_prompt_set)
 from evals.benchmarks.fid import MANIFEST, flat_folder, flat_jobs, generate_flat, read_lines
 from evals.records import build_record, prompt_set_hash, write_record
 
@@ -46,8 +47,7 @@ def add_prompt_args(p) -> None:
     e.add_argument("--captions", default=None, help="--images: captions, one per line in the folder's sorted image "
                    f"order, or a .jsonl with file + prompt (default: DIR/{MANIFEST})")
     e.add_argument("--score-batch-size", type=int, default=32, help="evaluator batch size (speed only)")
-    e.add_argument("--world-prompts-per-tag", type=int, default=10, help="synthetic world: prompts per task")
-    e.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+    add_world_prompt_args(e)
 
 
 def load_prompts(args, gen) -> tuple[list[str], list[dict] | None, str]:
@@ -56,10 +56,9 @@ def load_prompts(args, gen) -> tuple[list[str], list[dict] | None, str]:
         return prompts[: args.limit], None, str(args.prompts)
     if gen.domain != "world":
         raise ValueError("--prompts FILE (one prompt per line) is required to generate with a non-world generator")
-    from snapgen.data.world import WorldConfig, make_prompt_set
-
-    meta = make_prompt_set(args.world_prompts_per_tag, args.world_prompt_seed, WorldConfig())[: args.limit]
-    return [m["prompt"] for m in meta], meta, f"world:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}"
+    meta, source = world_prompt_set(args)
+    meta = meta[: args.limit]
+    return [m["prompt"] for m in meta], meta, source
 
 
 def generated_samples(args, gen) -> tuple[list[Sample], Path, dict, dict]:
@@ -70,7 +69,9 @@ def generated_samples(args, gen) -> tuple[list[Sample], Path, dict, dict]:
     counts = generate_flat(gen, prompts, meta, folder, n, args.seed, args.batch_size, progress=not args.no_progress)
     jobs = flat_jobs(prompts, meta, folder, n, args.seed)
     samples = [Sample(j.path, j.prompt, j.prompt_index, j.sample_index) for j in jobs]
-    info = {"prompt_source": source, "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts)}
+    split = args.world_split if source.startswith("world:") else "user"
+    info = {"prompt_source": source, "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts),
+            "prompts": prompts_card(split, len(prompts), source)}
     return samples, folder, counts, info
 
 
@@ -98,7 +99,8 @@ def folder_samples(images: str | Path, captions: str | None) -> tuple[list[Sampl
     if missing:
         raise FileNotFoundError(f"{len(missing)} images named in '{source}' are missing, e.g. {missing[:3]}")
     prompts = [s.prompt for s in samples]
-    return samples, {"prompt_source": str(source), "prompt_set_sha256": prompt_set_hash(prompts)}
+    return samples, {"prompt_source": str(source), "prompt_set_sha256": prompt_set_hash(prompts),
+                     "prompts": prompts_card("user", len(set(prompts)), str(source))}
 
 
 def collect_samples(args, gen) -> tuple[list[Sample], Path, dict | None, dict]:

@@ -33,6 +33,34 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     o.add_argument("--no-progress", action="store_true")
 
 
+WORLD_PER_TAG = 12          # world prompt sets: prompts per GenEval task (capped by the split's pool)
+
+
+def add_world_prompt_args(group) -> None:
+    """Options that choose the synthetic world's evaluation prompt set (GenEval / DPG / CLIP plugins)."""
+    group.add_argument("--world-split", choices=("heldout", "in_distribution"), default="heldout",
+                       help="synthetic world: 'heldout' compositions never seen in training (default), or "
+                            "'in_distribution' training compositions (to measure the generalisation gap)")
+    group.add_argument("--world-prompts-per-tag", type=int, default=WORLD_PER_TAG,
+                       help=f"synthetic world: prompts per task (default {WORLD_PER_TAG}; capped by the split's pool)")
+    group.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+
+
+def world_prompt_set(args) -> tuple[list[dict], str]:
+    """(GenEval-format metadata, source string) of the world prompt set the options choose."""
+    from snapgen.data.world import WorldConfig, make_prompt_set
+
+    split = getattr(args, "world_split", "heldout")
+    meta = make_prompt_set(args.world_prompts_per_tag, args.world_prompt_seed, WorldConfig(), split=split)
+    return meta, f"world:{split}:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}"
+
+
+def prompts_card(split: str, n: int, source: str | None) -> dict:
+    """``protocol.prompts`` of a record: which split the prompts come from and how many were scored.
+    split: "heldout" / "in_distribution" (world), "official" (a benchmark's own prompt file), "user"."""
+    return {"split": split, "n": int(n), "source": source}
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[-60:] or "run"
 

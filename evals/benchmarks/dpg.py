@@ -20,8 +20,8 @@ import math
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, record_path, slug,
-                                     split_protocol)
+from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, generation_key, generator_from_args,
+                                     prompts_card, record_path, slug, split_protocol, world_prompt_set)
 from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
 
 NAME = "dpg"
@@ -41,8 +41,7 @@ def add_arguments(p) -> None:
     e.add_argument("--prompts-dir", default=None, help="folder of <item_id>.txt prompts (default: the official 1065)")
     e.add_argument("--tile-size", type=int, default=None, help="--images: expected tile side (checked); "
                    "default: the generator's resolution, unchecked for --images")
-    e.add_argument("--world-prompts-per-tag", type=int, default=10, help="synthetic world: prompts per task")
-    e.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+    add_world_prompt_args(e)
 
 
 # ----------------------------------------------------------------------------- prompts and questions
@@ -61,14 +60,13 @@ def official_items(prompts_dir: str | Path | None = None) -> list[tuple[str, str
     return [(f.stem, f.read_text(encoding="utf-8").strip(), None) for f in files]
 
 
-def world_items(per_tag: int, seed: int) -> tuple[list[tuple[str, str, dict]], list[dict]]:
-    """World prompt set -> ``([(item_id, prompt, metadata)], DPG CSV rows)``."""
+def world_items(args) -> tuple[list[tuple[str, str, dict]], list[dict], str]:
+    """World prompt set of the options -> ``([(item_id, prompt, metadata)], DPG CSV rows, source)``."""
     from evals.dpg.world import make_world_dpg
-    from snapgen.data.world import WorldConfig, make_prompt_set
 
-    metadata = make_prompt_set(per_tag, seed, WorldConfig())
+    metadata, source = world_prompt_set(args)
     prompts, rows = make_world_dpg(metadata)
-    return [(item_id, prompt, m) for (item_id, prompt), m in zip(prompts.items(), metadata)], rows
+    return [(item_id, prompt, m) for (item_id, prompt), m in zip(prompts.items(), metadata)], rows, source
 
 
 def _check_coverage(questions: dict, item_ids: list[str], limited: bool) -> dict:
@@ -216,8 +214,7 @@ def _setup(args, gen):
         return None, None, None, Path(args.images), args.dpg_csv, None
     world_rows = None
     if domain == "world" and not args.dpg_csv:
-        items, world_rows = world_items(args.world_prompts_per_tag, args.world_prompt_seed)
-        source = f"world:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}"
+        items, world_rows, source = world_items(args)
     else:
         items, source = official_items(args.prompts_dir), str(args.prompts_dir or "official-1065")
     items = items[: args.limit] if args.limit else items
@@ -270,6 +267,12 @@ def run(args) -> int:
     return 0
 
 
+def _split_of(args, gen, source) -> str:
+    if source and str(source).startswith("world:"):
+        return args.world_split
+    return "user" if (args.images or args.prompts_dir) else "official"
+
+
 def _write_csv_if_changed(rows: list[dict], path: Path) -> None:
     import tempfile
 
@@ -293,6 +296,7 @@ def _protocol(args, gen_protocol, gen, items, source, folder, csv_path, question
             "base_seed": args.seed, "prompt_source": source, "limit": args.limit, "images_dir": str(folder),
             "questions_csv": str(csv_path), "questions_sha256": csv_sha,
             "prompt_set_sha256": sha256_json([csv_sha, scored]), "n_prompts": len(scored),
+            "prompts": prompts_card(_split_of(args, gen, source), len(scored), source),
             "prompts_sha256": prompt_set_hash([list(i[:2]) for i in items]) if items else None,
             "resolution": gen.resolution if gen else None,
             "evaluator": {"rules": "DPG-Bench (TencentQQGYLab/ELLA dpg_bench/compute_dpg_bench.py)",

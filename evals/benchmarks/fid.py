@@ -18,8 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, record_path, slug,
-                                     split_protocol)
+from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, prompts_card,
+                                     record_path, slug, split_protocol)
 from evals.records import build_record, prompt_set_hash, write_record
 
 NAME = "fid"
@@ -50,7 +50,9 @@ def add_arguments(p) -> None:
 def add_fid_options(p) -> None:
     e = p.add_argument_group("FID extractor and reference")
     e.add_argument("--n-ref", type=int, default=None, help="--ref world: reference renders (default: --n)")
-    e.add_argument("--world-seed", type=int, default=WORLD_REF_SEED, help="--ref world: held-out scene seed")
+    e.add_argument("--world-seed", type=int, default=WORLD_REF_SEED, help="--ref world: reference scene seed")
+    e.add_argument("--world-split", choices=("heldout", "in_distribution"), default="heldout",
+                   help="world captions and reference renders: held-out compositions (default) or training ones")
     e.add_argument("--world-resolution", type=int, default=None, help="--ref world: render side (default: the "
                    "generator's resolution, else 32)")
     e.add_argument("--fid-cache", default=None, help="converted weights + reference statistics cache "
@@ -139,28 +141,34 @@ def _resized(generate, side: int):
 # ----------------------------------------------------------------------------- the world reference
 
 
+def _dataset_split(split: str) -> str:
+    """Evaluation split name -> WorldDataset split ("in_distribution" prompts are the training compositions)."""
+    return {"heldout": "heldout", "in_distribution": "train"}[split]
+
+
 def world_reference(root: str | Path, n: int, seed: int = WORLD_REF_SEED, resolution: int = 32,
-                    progress: bool = True) -> Path:
-    """Held-out ground-truth renders ``WorldDataset(seed)[0..n)`` as ``NNNNN.png`` (cached, resumable)."""
+                    progress: bool = True, split: str = "heldout") -> Path:
+    """Ground-truth renders ``WorldDataset(seed, split)[0..n)`` as ``NNNNN.png`` (cached, resumable); their
+    scenes are fresh draws (seed != training's) of the split's compositions."""
     from tqdm import tqdm
 
     from snapgen.data.world import WorldConfig, WorldDataset, render
     from snapgen.io import atomic_save_image
 
     cfg = WorldConfig(resolution=resolution)
-    folder = Path(root) / "fid_ref" / f"world{resolution}-seed{seed}-n{n}"
-    ds = WorldDataset(cfg, seed, n)
+    folder = Path(root) / "fid_ref" / f"world{resolution}-{split}-seed{seed}-n{n}"
+    ds = WorldDataset(cfg, seed, n, split=_dataset_split(split))
     todo = [i for i in range(n) if not (folder / f"{i:05d}.png").exists()]
     for i in tqdm(todo, desc="world reference", unit="img", disable=not progress or not todo):
         atomic_save_image(folder / f"{i:05d}.png", render(ds.sample(i)[0], cfg)[0])
     return folder
 
 
-def world_captions(n: int, seed: int = WORLD_REF_SEED, resolution: int = 32) -> list[dict]:
-    """Metadata (GenEval format, with "prompt") of the first ``n`` held-out world scenes."""
+def world_captions(n: int, seed: int = WORLD_REF_SEED, resolution: int = 32, split: str = "heldout") -> list[dict]:
+    """Metadata (GenEval format, with "prompt") of the first ``n`` world scenes of ``split``."""
     from snapgen.data.world import WorldConfig, WorldDataset
 
-    ds = WorldDataset(WorldConfig(resolution=resolution), seed, n)
+    ds = WorldDataset(WorldConfig(resolution=resolution), seed, n, split=_dataset_split(split))
     return [ds.sample(i)[1] for i in range(n)]
 
 
@@ -198,8 +206,8 @@ def _prompts(args, gen) -> tuple[list[str], list[dict] | None, str, int]:
         raise ValueError("--captions FILE (one caption per line, e.g. 30K COCO val2014 captions) is required to "
                          "generate FID images with a non-world generator")
     n = min(args.n or DEFAULT_WORLD_N, args.limit or 10**12)
-    meta = world_captions(n, args.world_seed, gen.resolution)
-    return [m["prompt"] for m in meta], meta, f"world:WorldDataset(seed={args.world_seed})", n
+    meta = world_captions(n, args.world_seed, gen.resolution, args.world_split)
+    return [m["prompt"] for m in meta], meta, f"world:{args.world_split}:WorldDataset(seed={args.world_seed})", n
 
 
 def _world_resolution(args, gen) -> int:
@@ -213,9 +221,11 @@ def _reference(args, gen, folder: Path, n_gen: int | None) -> tuple[str, dict]:
 
     res = _world_resolution(args, gen)
     n_ref = args.n_ref or n_gen or len(list_images(folder))
-    folder = world_reference(args.images_root, n_ref, args.world_seed, res, progress=not args.no_progress)
+    folder = world_reference(args.images_root, n_ref, args.world_seed, res, progress=not args.no_progress,
+                             split=args.world_split)
     return str(folder), {"ref": "world", "world_seed": args.world_seed, "resolution": res, "n_ref": n_ref,
-                         "dataset": "snapgen.data.world.WorldDataset held-out renders"}
+                         "split": args.world_split,
+                         "dataset": f"snapgen.data.world.WorldDataset renders ({args.world_split} compositions)"}
 
 
 def run(args) -> int:
@@ -281,6 +291,8 @@ def _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, re
     return {"sampler": sampler, "generator": generator, "images_per_prompt": 1 if gen else None,
             "seed_scheme": "sha256(prompt_index, cycle_index, base_seed)", "base_seed": args.seed,
             "prompt_source": source, "limit": args.limit, "images_dir": str(folder),
+            "prompts": prompts_card(args.world_split if (source or "").startswith("world:") else "user",
+                                    len(prompts) if prompts else 0, source),
             "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts) if gen else None,
             "resolution": gen.resolution if gen else None, "save_size": args.save_size, "tag": tag,
             "n_gen": result["n_gen"], "n_ref": result["n_ref"],

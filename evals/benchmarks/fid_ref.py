@@ -36,7 +36,7 @@ def run(args) -> int:
     if args.ref == "world":
         n_ref = args.n_ref or DEFAULT_WORLD_N
         folder = world_reference(args.images_root, n_ref, args.world_seed,
-                                 args.world_resolution or 32, progress=not args.no_progress)
+                                 args.world_resolution or 32, progress=not args.no_progress, split=args.world_split)
     with limit_threads(args.threads) as threads:
         path = precompute_reference(folder, args.fid_batch_size, args.device, cache_dir=args.fid_cache,
                                     weights_path=args.fid_weights, progress=not args.no_progress)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.benchmarks.common import (RESULTS, add_generation_args, generation_key, generator_from_args, record_path, slug,
+from evals.benchmarks.common import (RESULTS, add_generation_args, add_world_prompt_args, prompts_card, world_prompt_set, generation_key, generator_from_args, record_path, slug,
                                      split_protocol)
 from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
 
@@ -29,21 +29,18 @@ def add_arguments(p) -> None:
     e.add_argument("--detector", default=None, help="world | mask2former:DIR | mmdet:CONFIG,CHECKPOINT "
                    "(default: world for world generators)")
     e.add_argument("--clip-weights", default=None, help="open_clip ViT-L-14 weights file (colour classifier)")
-    e.add_argument("--world-prompts-per-tag", type=int, default=10, help="synthetic world: prompts per task")
-    e.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+    add_world_prompt_args(e)
 
 
-def _load_prompts(args, domain: str) -> tuple[list[dict], str]:
+def _load_prompts(args, domain: str) -> tuple[list[dict], str, str]:
+    """(metadata, source, split)."""
     if args.prompts:
         rows = [json.loads(x) for x in Path(args.prompts).read_text().splitlines() if x.strip()]
-        return rows, str(args.prompts)
+        return rows, str(args.prompts), "user"
     if domain == "world":
-        from snapgen.data.world import WorldConfig, make_prompt_set
-
-        return (make_prompt_set(args.world_prompts_per_tag, args.world_prompt_seed, WorldConfig()),
-                f"world:{args.world_prompts_per_tag}/tag,seed={args.world_prompt_seed}")
+        return (*world_prompt_set(args), args.world_split)
     rows = [json.loads(x) for x in OFFICIAL_METADATA.read_text().splitlines() if x.strip()]
-    return rows, "official-553"
+    return rows, "official-553", "official"
 
 
 def _evaluator(args, domain: str):
@@ -96,7 +93,7 @@ def run(args) -> int:
     t0 = time.time()
     gen = generator_from_args(args)
     domain = gen.domain if gen else ("world" if (args.detector or "").startswith("world") else "generic")
-    metadata, prompt_source = (None, None) if args.images else _load_prompts(args, domain)
+    metadata, prompt_source, split = (None, None, "user") if args.images else _load_prompts(args, domain)
     if metadata is not None and args.limit:
         metadata = metadata[: args.limit]
     gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(args.images)}
@@ -130,6 +127,7 @@ def run(args) -> int:
     sampler, generator = split_protocol(gen_protocol)
     protocol = {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
                 "seed_scheme": "sha256(prompt_index, sample_index, base_seed)", "base_seed": args.seed,
+                "prompts": prompts_card(split, len(all_meta), prompt_source),
                 "prompt_source": prompt_source, "prompt_set_sha256": prompt_set_hash(all_meta),
                 "n_prompts": len(all_meta), "limit": args.limit, "images_dir": str(folder),
                 "resolution": gen.resolution if gen else None,

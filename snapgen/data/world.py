@@ -21,12 +21,14 @@ GenEval metadata (same keys and key order as ``evaluation_metadata.jsonl`` of dj
     ``scene_from_metadata(meta, rng, cfg) -> Scene``  exactly the included objects, non-touching
         (``cfg.gap`` px apart), colours as given else random, counting = exactly ``count`` objects,
         position = the named relation and no other under the official 0.1-shrink rule.
-    ``make_prompt_set(n_per_tag, seed, cfg) -> list[dict]``  deduplicated, reproducible by seed.
+    ``make_prompt_set(n_per_tag, seed, cfg, split="heldout") -> list[dict]``  deduplicated, reproducible by
+        seed; "heldout" prompts never occur in training, "in_distribution" ones are training compositions.
+    ``is_heldout(meta, cfg)``, ``training_prompts(cfg)``: the split (fields ``heldout_*`` of WorldConfig).
     ``write_prompt_set(path, metadata_list) -> Path``  writes ``evaluation_metadata.jsonl``.
     ``geneval_relations(box_a, box_b, threshold=0.1) -> set[str]``  relations of A relative to B.
 
 Training data
-    ``WorldDataset(cfg, seed, length, exclude_prompts=())``: item i is a pure function of
+    ``WorldDataset(cfg, seed, length, exclude_prompts=(), split="train", mode="text"|"class")``: item i is a pure function of
         (seed, i): dict(image=FloatTensor (3, H, W) in [-1, 1], caption=str, metadata=dict).
         Tags drawn with ``cfg.tag_weights``. Batch with ``collate_world``.
 
@@ -79,6 +81,15 @@ RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 NUMBER_WORDS: dict[int, str] = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
+def _default_heldout_positions() -> tuple[tuple[str, str, str], ...]:
+    """One relation per ordered shape pair, rotating through RELATIONS: 12 of the 48 position triples."""
+    pairs = [(a, b) for a in WORLD_CLASSES for b in WORLD_CLASSES if a != b]
+    return tuple((obj, RELATIONS[k % len(RELATIONS)], target) for k, (target, obj) in enumerate(pairs))
+
+
+_HELDOUT_POSITIONS = _default_heldout_positions()
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     resolution: int = 32                                   # square image side in pixels
@@ -95,6 +106,16 @@ class WorldConfig:
     placement_tries: int = 400                             # random layouts tried before shrinking objects
     min_component_area: int = 12                           # detect: drop components smaller than this (px at `resolution`)
     min_interior_pixels: int = 1                           # detect: drop components with fewer 4-interior pixels (blur fringes)
+    # --- the held-out split: compositions that never occur in a training caption (docs/world.md) ---------
+    heldout_singles: tuple[str, ...] = ("triangle", "cross")             # bare "a photo of a <shape>" prompts
+    heldout_bindings: tuple[tuple[str, str], ...] = (                    # (shape, colour) never named together
+        ("circle", "red"), ("square", "orange"), ("triangle", "yellow"), ("cross", "green"), ("circle", "blue"),
+        ("square", "purple"), ("triangle", "pink"), ("cross", "brown"), ("circle", "black"), ("square", "white"))
+    heldout_counts: tuple[tuple[str, int], ...] = (                      # (shape, count) of counting prompts
+        ("circle", 3), ("square", 4), ("triangle", 2), ("cross", 3))
+    heldout_positions: tuple[tuple[str, str, str], ...] = _HELDOUT_POSITIONS  # (object, relation, target)
+    heldout_pairs: tuple[tuple[str, str], ...] = (("circle", "triangle"), ("square", "cross"))  # unordered two_object
+    class_mode_labels: str = "shape_x_colour"              # class-conditional mode: label = shape * 10 + colour
 
     def __post_init__(self):
         if not 4 <= self.min_size <= self.max_size:
@@ -107,10 +128,29 @@ class WorldConfig:
             raise ValueError(f"max_objects must be < {max(NUMBER_WORDS)}")
         if len(self.tag_weights) != len(GENEVAL_TAGS) or min(self.tag_weights) < 0 or sum(self.tag_weights) <= 0:
             raise ValueError(f"tag_weights needs {len(GENEVAL_TAGS)} non-negative weights, not all zero")
+        for kind in self.heldout_singles:
+            _check_vocab(kind, None, "heldout_singles")
+        for kind, color in self.heldout_bindings:
+            _check_vocab(kind, color, "heldout_bindings")
+        for kind, n in self.heldout_counts:
+            _check_vocab(kind, None, "heldout_counts")
+        for obj, rel, target in self.heldout_positions:
+            _check_vocab(obj, None, "heldout_positions"), _check_vocab(target, None, "heldout_positions")
+            if rel not in RELATIONS:
+                raise ValueError(f"heldout_positions: unknown relation {rel!r}; choose from {RELATIONS}")
+        for a, b in self.heldout_pairs:
+            _check_vocab(a, None, "heldout_pairs"), _check_vocab(b, None, "heldout_pairs")
         bg = np.array(self.background, float)
         near = min(np.linalg.norm(bg - np.array(c, float)) for c in WORLD_COLORS.values())
         if near < 60:
             raise ValueError(f"background {self.background} is within {near:.0f} of a palette colour")
+
+
+def _check_vocab(kind: str, color: str | None, field_name: str) -> None:
+    if kind not in WORLD_CLASSES:
+        raise ValueError(f"WorldConfig.{field_name}: unknown shape {kind!r}; choose from {WORLD_CLASSES}")
+    if color is not None and color not in WORLD_COLORS:
+        raise ValueError(f"WorldConfig.{field_name}: unknown colour {color!r}; choose from {tuple(WORLD_COLORS)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,25 +295,71 @@ def _all_metadata_json(tag: str, cfg: WorldConfig) -> tuple[str, ...]:
     return tuple(json.dumps(m) for m in out)               # JSON keeps the cache immutable
 
 
-def all_metadata(tag: str, cfg: WorldConfig) -> list[dict]:
-    """Every distinct GenEval metadata line of ``tag`` in this world, in a fixed order (fresh copies)."""
-    return [json.loads(s) for s in _all_metadata_json(tag, cfg)]
+SPLITS = ("heldout", "in_distribution")                   # evaluation prompt sets; training uses "train"
 
 
-def sample_metadata(rng: np.random.Generator, tag: str, cfg: WorldConfig) -> dict:
-    """One GenEval metadata dict of ``tag``, uniform over the tag's distinct prompts."""
-    pool = _all_metadata_json(tag, cfg)
+def is_heldout(meta: dict, cfg: WorldConfig) -> bool:
+    """True when ``meta``'s prompt is a held-out composition (never a training caption) under ``cfg``'s split:
+    a held-out bare shape, a held-out (shape, colour) binding anywhere in the prompt, a held-out (shape, count),
+    a held-out (object, relation, target) triple, or a held-out unordered two-object pair."""
+    tag, inc = meta["tag"], meta["include"]
+    if any((o["class"], o["color"]) in cfg.heldout_bindings for o in inc if "color" in o):
+        return True
+    if tag == "single_object":
+        return inc[0]["class"] in cfg.heldout_singles
+    if tag == "counting":
+        return (inc[0]["class"], inc[0]["count"]) in cfg.heldout_counts
+    if tag == "position":
+        return (inc[1]["class"], inc[1]["position"][0], inc[0]["class"]) in cfg.heldout_positions
+    if tag == "two_object":
+        pair = {inc[0]["class"], inc[1]["class"]}
+        return any(pair == set(p) for p in cfg.heldout_pairs)
+    return False
+
+
+def all_metadata(tag: str, cfg: WorldConfig, split: str | None = None) -> list[dict]:
+    """Every distinct GenEval metadata line of ``tag`` in this world, in a fixed order (fresh copies).
+    ``split``: None = all; "train" = the compositions training may show; "heldout" = the others."""
+    rows = [json.loads(s) for s in _all_metadata_json(tag, cfg)]
+    if split is None:
+        return rows
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split={split!r}: expected None, 'train' or 'heldout'")
+    return [m for m in rows if is_heldout(m, cfg) == (split == "heldout")]
+
+
+@functools.lru_cache(maxsize=None)
+def _train_pool_json(tag: str, cfg: WorldConfig) -> tuple[str, ...]:
+    return tuple(json.dumps(m) for m in all_metadata(tag, cfg, "train"))
+
+
+def sample_metadata(rng: np.random.Generator, tag: str, cfg: WorldConfig, split: str | None = None) -> dict:
+    """One GenEval metadata dict of ``tag``, uniform over the tag's distinct prompts (of ``split``:
+    None = all, "train" = training compositions only)."""
+    pool = _train_pool_json(tag, cfg) if split == "train" else _all_metadata_json(tag, cfg)
+    if split not in (None, "train"):
+        raise ValueError(f"split={split!r}: expected None or 'train'")
+    if not pool:
+        raise ValueError(f"tag {tag!r} has no {split or ''} prompts under this WorldConfig")
     return json.loads(pool[int(rng.integers(len(pool)))])
 
 
-def make_prompt_set(n_per_tag: int | dict[str, int], seed: int, cfg: WorldConfig) -> list[dict]:
-    """Held-out GenEval-format prompt set: per tag (GENEVAL_TAGS order) ``n`` distinct prompts drawn
-    without replacement, seeded by (seed, tag index); a tag with fewer distinct prompts gives all of them
-    (single_object has 4). ``n_per_tag`` may be a dict tag -> n (missing tags get 0)."""
+def training_prompts(cfg: WorldConfig) -> list[str]:
+    """Every caption training may show (the "train" split), sorted."""
+    return sorted(m["prompt"] for tag in GENEVAL_TAGS for m in all_metadata(tag, cfg, "train"))
+
+
+def make_prompt_set(n_per_tag: int | dict[str, int], seed: int, cfg: WorldConfig, split: str = "heldout") -> list[dict]:
+    """Evaluation prompt set in GenEval format: per tag (GENEVAL_TAGS order) ``n`` distinct prompts drawn
+    without replacement, seeded by (seed, tag index), from ``split``: "heldout" (compositions that never occur
+    in training; the default) or "in_distribution" (training compositions, to measure the gap). A tag with
+    fewer distinct prompts gives all of them. ``n_per_tag`` may be a dict tag -> n (missing tags get 0)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {SPLITS}")
     out = []
     for i, tag in enumerate(GENEVAL_TAGS):
         n = n_per_tag.get(tag, 0) if isinstance(n_per_tag, dict) else int(n_per_tag)
-        pool = all_metadata(tag, cfg)
+        pool = all_metadata(tag, cfg, "heldout" if split == "heldout" else "train")
         order = np.random.default_rng([seed, i]).permutation(len(pool))
         out.extend(pool[j] for j in order[: min(n, len(pool))])
     return out
@@ -377,34 +463,82 @@ def ground_truth_detections(scene: Scene, cfg: WorldConfig) -> list[dict]:
 # Training data
 # ----------------------------------------------------------------------------------------------
 
+NUM_WORLD_LABELS = len(WORLD_CLASSES) * len(WORLD_COLORS)  # class-conditional mode: 40 (shape, colour) labels
+
+
+def label_to_binding(label: int) -> tuple[str, str]:
+    """Class-conditional label -> (shape, colour): label = shape index * 10 + colour index."""
+    if not 0 <= int(label) < NUM_WORLD_LABELS:
+        raise ValueError(f"world class label {label} outside 0..{NUM_WORLD_LABELS - 1}")
+    k, c = divmod(int(label), len(WORLD_COLORS))
+    return WORLD_CLASSES[k], tuple(WORLD_COLORS)[c]
+
+
+def binding_to_label(kind: str, color: str) -> int:
+    return WORLD_CLASSES.index(kind) * len(WORLD_COLORS) + tuple(WORLD_COLORS).index(color)
+
+
 class WorldDataset(torch.utils.data.Dataset):
     """Unlimited in principle; ``length`` only sets the epoch. Item i is a pure function of (seed, i, cfg).
-    ``exclude_prompts`` (e.g. a held-out prompt set's prompts) are never emitted: they are redrawn."""
 
-    def __init__(self, cfg: WorldConfig, seed: int, length: int, exclude_prompts: Sequence[str] = ()):
-        self.cfg, self.seed, self.length = cfg, int(seed), int(length)
+    ``split``: "train" (default: only compositions of the training split, see ``is_heldout``), "heldout" (only
+    held-out compositions: reference renders for evaluation) or "all". ``exclude_prompts`` are redrawn too.
+    ``mode="class"``: the ImageNet-style class-conditional world: item i has ``label`` in 0..39 (shape x colour,
+    uniform) and shows one object of that shape and colour; its caption is the colors-task prompt."""
+
+    def __init__(self, cfg: WorldConfig, seed: int, length: int, exclude_prompts: Sequence[str] = (),
+                 split: str = "train", mode: str = "text"):
+        if split not in ("train", "heldout", "all"):
+            raise ValueError(f"WorldDataset split={split!r}: expected 'train', 'heldout' or 'all'")
+        if mode not in ("text", "class"):
+            raise ValueError(f"WorldDataset mode={mode!r}: expected 'text' or 'class'")
+        self.cfg, self.seed, self.length, self.split, self.mode = cfg, int(seed), int(length), split, mode
         self.exclude = frozenset(exclude_prompts)
         w = np.asarray(cfg.tag_weights, float)
+        if split != "all":      # a tag without prompts in this split cannot be drawn
+            w = w * np.array([bool(all_metadata(t, cfg, split)) for t in GENEVAL_TAGS], float)
+        if w.sum() <= 0:
+            raise ValueError(f"no tag with weight > 0 has prompts in split {split!r}")
         self.tag_p = w / w.sum()
+        self._pools = None if split == "all" else {t: all_metadata(t, cfg, split) for t in GENEVAL_TAGS}
 
     def __len__(self) -> int:
         return self.length
 
-    def sample(self, i: int) -> tuple[Scene, dict]:
-        rng = np.random.default_rng([self.seed, int(i)])
+    def _meta(self, rng: np.random.Generator, tag: str) -> dict:
+        if self._pools is None:
+            return sample_metadata(rng, tag, self.cfg)
+        pool = self._pools[tag]
+        return dict(pool[int(rng.integers(len(pool)))])
+
+    def caption(self, i: int) -> str:
+        """Item i's caption without laying out its scene (the metadata draws come first in its stream)."""
+        return self._draw_meta(np.random.default_rng([self.seed, int(i)]))["prompt"]
+
+    def _draw_meta(self, rng: np.random.Generator) -> dict:
+        if self.mode == "class":
+            return _single("colors", *label_to_binding(int(rng.integers(NUM_WORLD_LABELS))))
         for _ in range(1000):
             tag = GENEVAL_TAGS[int(rng.choice(len(GENEVAL_TAGS), p=self.tag_p))]
-            meta = sample_metadata(rng, tag, self.cfg)
+            meta = self._meta(rng, tag)
             if meta["prompt"] not in self.exclude:
-                return scene_from_metadata(meta, rng, self.cfg), meta
+                return meta
         raise RuntimeError("exclude_prompts covers (almost) every prompt of the weighted tags")
+
+    def sample(self, i: int) -> tuple[Scene, dict]:
+        rng = np.random.default_rng([self.seed, int(i)])
+        meta = self._draw_meta(rng)
+        return scene_from_metadata(meta, rng, self.cfg), meta
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < self.length:
             raise IndexError(i)
         scene, meta = self.sample(i)
         image, _ = render(scene, self.cfg)
-        return {"image": image_to_tensor(image), "caption": meta["prompt"], "metadata": meta}  # (3, H, W)
+        item = {"image": image_to_tensor(image), "caption": meta["prompt"], "metadata": meta}  # (3, H, W)
+        if self.mode == "class":
+            item["label"] = binding_to_label(meta["include"][0]["class"], meta["include"][0]["color"])
+        return item
 
 
 def collate_world(batch: list[dict]) -> dict[str, Any]:
