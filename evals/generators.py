@@ -26,6 +26,7 @@ class Generator:
     name: str
     domain: str = "generic"          # "world" selects the synthetic world's prompts and exact backends
     resolution: int
+    threads: int | None = None       # torch CPU threads used to generate (recorded; part of the image cache key)
 
     def generate(self, prompts: list[str], seeds: list[int], metadata: list[dict] | None = None) -> list[Image.Image]:
         raise NotImplementedError
@@ -54,7 +55,7 @@ class SnapGenGenerator(Generator):
                 "checkpoint_sha256": sha256_dir(self.path, ("*.safetensors", "*.json")),
                 "steps": self.steps, "guidance": self.guidance, "sampler": "euler (rectified flow)",
                 "shift": self.pipe.config.shift, "resolution": self.resolution, "negative_prompt": None,
-                **self.pipe.protocol()}
+                "threads": self.threads, **self.pipe.protocol()}
 
 
 def _domain(path: Path) -> str:
@@ -88,7 +89,7 @@ class DiffusersGenerator(Generator):
         return {"generator": "diffusers", "class": type(self.pipe).__name__, "checkpoint": str(self.path),
                 "checkpoint_sha256": sha256_dir(self.path, ("*.json", "*.safetensors")), "steps": self.steps,
                 "guidance": self.guidance, "resolution": self.resolution, "negative_prompt": self.negative_prompt,
-                "sampler": type(self.pipe.scheduler).__name__}
+                "sampler": type(self.pipe.scheduler).__name__, "threads": self.threads}
 
 
 class WorldOracle(Generator):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from snapgen.io import atomic_write_text
@@ -31,6 +32,25 @@ def _load(folder: Path) -> list[tuple[str, dict]]:
     return [(p.stem, json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
 
 
+def dirty_records(records: list[tuple[str, dict]]) -> list[str]:
+    """Names of records made from uncommitted code (their git commit ends in "-dirty") or of no known commit."""
+    return [n for n, r in records
+            if not (c := (r.get("environment") or {}).get("git_commit")) or str(c).endswith("-dirty")]
+
+
+def refuse_dirty(records: list[tuple[str, dict]], where: str, allow_dirty: bool) -> None:
+    """Tables are built from records of committed code only, unless the caller explicitly allows it."""
+    bad = dirty_records(records)
+    if bad and not allow_dirty:
+        raise ValueError(f"{where}: {len(bad)} record(s) come from uncommitted code or an unknown commit: "
+                         f"{', '.join(bad[:5])}. Commit the code and rerun them, or pass --allow-dirty to build "
+                         "the table anyway (the table then marks them).")
+
+
+def _split(p: dict) -> str:
+    return (p.get("prompts") or {}).get("split") or "—"
+
+
 def _fmt(x) -> str:
     return "—" if x is None else f"{x:.3f}"
 
@@ -40,24 +60,31 @@ def geneval_table(records: list[tuple[str, dict]]) -> str:
              "Ours are measured by `python -m evals.run geneval`; the prompt set, evaluator and sampler of each row",
              "are in its record. Synthetic-world rows use the world's prompt set and exact reader, so they are",
              "not comparable with the paper's rows, which use the official 553 prompts and Mask2Former.", "",
-             "| run | prompts | evaluator | steps | single | two | counting | colors | position | color_attr | overall | 95% CI |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "World prompt sets are held out (`heldout`: compositions never shown in training) unless the split",
+             "column says `in_distribution`; rows marked * come from uncommitted code.", "",
+             "| run | prompts | split | evaluator | steps | single | two | counting | colors | position | color_attr | overall | 95% CI |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    dirty = set(dirty_records(records))
     for name, r in records:
         s, p = r["scores"], r["protocol"]
         tasks = [s["tasks"].get(t, {}).get("accuracy") for t in GENEVAL_TASKS]
         lo, hi = s.get("overall_ci95", [None, None])
-        lines.append(f"| {name} | {p.get('prompt_source')} | {p['evaluator'].get('detector')} | "
+        lines.append(f"| {name}{'*' if name in dirty else ''} | {p.get('prompt_source')} | {_split(p)} | "
+                     f"{p['evaluator'].get('detector')} | "
                      f"{(p.get('sampler') or {}).get('steps') or '—'} | " + " | ".join(_fmt(x) for x in tasks) +
                      f" | {_fmt(s['overall'])} | [{_fmt(lo)}, {_fmt(hi)}] |")
     for name, row in PAPER_GENEVAL.items():
-        lines.append(f"| {name} | official-553 | Mask2Former (official) | — | " + " | ".join(f"{x:.2f}" for x in row) + " | — |")
+        lines.append(f"| {name} | official-553 | official | Mask2Former (official) | — | "
+                     + " | ".join(f"{x:.2f}" for x in row) + " | — |")
     return "\n".join(lines) + "\n"
 
 
 def dpg_table(records: list[tuple[str, dict]]) -> str:
     cats = ("global", "entity", "attribute", "relation", "other")
     lines = ["# DPG-Bench (generated from results/dpg/*.json; do not edit)", "",
-             "| run | mode | VQA | " + " | ".join(cats) + " | overall | 95% CI |", "|---|---|---|" + "---:|" * 6 + "---|"]
+             "| run | split | mode | VQA | " + " | ".join(cats) + " | overall | 95% CI |",
+             "|---|---|---|---|" + "---:|" * 6 + "---|"]
+    dirty = set(dirty_records(records))
     for name, r in records:
         for mode, s in sorted(r["scores"].items()):
             if not isinstance(s, dict) or "overall_x100" not in s:
@@ -67,17 +94,19 @@ def dpg_table(records: list[tuple[str, dict]]) -> str:
             vals = " | ".join("—" if c.get(k) is None else f"{c[k]:.1f}" for k in cats)
             vqa = (r["protocol"].get("evaluator") or {}).get("vqa", "")
             vqa = vqa.get("name", vqa.get("backend", "")) if isinstance(vqa, dict) else vqa
-            lines.append(f"| {name} | {mode} | {vqa} | {vals} | {s['overall_x100']:.1f} | "
+            lines.append(f"| {name}{'*' if name in dirty else ''} | {_split(r['protocol'])} | {mode} | {vqa} | "
+                         f"{vals} | {s['overall_x100']:.1f} | "
                          f"[{'—' if lo is None else f'{lo:.1f}'}, {'—' if hi is None else f'{hi:.1f}'}] |")
     for name, row in PAPER_DPG.items():
-        lines.append(f"| {name} | official | mPLUG-large | " + " | ".join(f"{x:.1f}" for x in row) + " | — |")
+        lines.append(f"| {name} | official | official | mPLUG-large | " + " | ".join(f"{x:.1f}" for x in row) + " | — |")
     return "\n".join(lines) + "\n"
 
 
-def write_tables(root: Path = Path("results")) -> list[Path]:
+def write_tables(root: Path = Path("results"), allow_dirty: bool = False) -> list[Path]:
     out = []
     for bench, fn in (("geneval", geneval_table), ("dpg", dpg_table)):
         recs = [(n, r) for n, r in _load(root / bench) if r.get("benchmark") == bench]
+        refuse_dirty(recs, f"results/tables/{bench}.md", allow_dirty)
         out.append(atomic_write_text(root / "tables" / f"{bench}.md", fn(recs)))
     return out
 
@@ -85,8 +114,15 @@ def write_tables(root: Path = Path("results")) -> list[Path]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="results")
+    p.add_argument("--allow-dirty", action="store_true", help="also tabulate records made from uncommitted code "
+                   "(marked * in the table)")
     a = p.parse_args(argv)
-    for path in write_tables(Path(a.results)):
+    try:
+        paths = write_tables(Path(a.results), a.allow_dirty)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 

@@ -24,6 +24,9 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     g.add_argument("--negative-prompt", default=None, help="diffusers pipelines: negative prompt")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for generation (default {DEFAULT_THREADS}; recorded, and part of the image "
+                        "cache key since the thread count can change the last bits of an image)")
     g.add_argument("--limit", type=int, default=None, help="only the first N prompts (smoke runs; recorded)")
     g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable)")
     o = p.add_argument_group("output")
@@ -33,6 +36,7 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     o.add_argument("--no-progress", action="store_true")
 
 
+DEFAULT_THREADS = 2         # generation threads: this project's reference machine has 2 cores
 WORLD_PER_TAG = 12          # world prompt sets: prompts per GenEval task (capped by the split's pool)
 
 
@@ -83,11 +87,26 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
     return sampler, {k: v for k, v in gen_protocol.items() if k not in SAMPLER_KEYS}
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def generator_from_args(args):
-    """The ``--ckpt`` generator with the CLI's sampler options, or None when scoring ``--images``."""
+    """The ``--ckpt`` generator with the CLI's sampler options, or None when scoring ``--images``.
+    Sets torch's CPU thread count to ``--threads`` (recorded in the generator's protocol)."""
     if not getattr(args, "ckpt", None):
         return None
+    import torch
+
     from evals.generators import load_generator
 
-    return load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                          args.batch_size, args.device)
+    threads = getattr(args, "threads", None)
+    if threads:
+        torch.set_num_threads(threads)
+    gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
+                         args.batch_size, args.device)
+    gen.threads = torch.get_num_threads()
+    return gen

@@ -65,8 +65,6 @@ def add_fid_options(p) -> None:
     e.add_argument("--spread-subsets", type=int, default=10, help="FID over this many 50%% subsets of the "
                    "generated images -> spread/CI (0: off)")
     e.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (capped at the set sizes)")
-    e.add_argument("--threads", type=int, default=None, help="torch + BLAS threads (default: leave as is; 1 is "
-                   "faster on a busy 2-core machine)")
 
 
 # ----------------------------------------------------------------------------- flat prompt -> image folders

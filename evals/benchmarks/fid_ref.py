@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--images-root", default=str(IMAGES), help="where 'world' reference renders are cached")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch + BLAS threads (default: leave as is; 1 is "
+                   "faster on a busy 2-core machine)")
     add_fid_options(p)
 
 

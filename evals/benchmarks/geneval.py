@@ -143,7 +143,10 @@ def run(args) -> int:
     if out.parent.parent.resolve() == RESULTS.resolve():        # a record under results/: refresh the table
         from evals.report import write_tables
 
-        print(f"table: {write_tables(RESULTS)[0]}")
+        try:
+            print(f"table: {write_tables(RESULTS)[0]}")
+        except ValueError as e:                                  # e.g. a record from uncommitted code
+            print(f"table not refreshed: {e}")
     return 0
 
 

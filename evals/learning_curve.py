@@ -1,0 +1,143 @@
+"""Learning curve of a training run: every kept checkpoint's EMA weights scored on held-out world prompts.
+
+    python -m evals.learning_curve runs/world-tiny                       # GenEval-world + FID-world per checkpoint
+    python -m evals.learning_curve runs/world-tiny --no-fid --every 2    # every other checkpoint, GenEval only
+    python -m paper_figures.learning_curve results/world/learning_curve-world-tiny.json
+
+For each ``RUN/checkpoints/step-*`` the EMA U-Net and the text stack become a pipeline under
+``RUN/curve/step-N/pipeline`` (written once), which ``python -m evals.run geneval`` / ``fid`` then score
+with the protocol given here (held-out split by default). The per-checkpoint records go to
+``RUN/curve/step-N/*.json``; the curve record (one point per checkpoint: step, images seen, training
+wall time from the run's log, GenEval-world overall with its 95% CI and per-task accuracy, FID-world)
+goes to ``results/world/learning_curve-<name>.json``. Rerunning resumes: finished points are reused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from evals.records import build_record, write_record
+from snapgen.io import atomic_write_json
+
+
+def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
+    """EMA weights + text stack of checkpoint ``ck`` -> a snapgen pipeline folder at ``dest/pipeline``,
+    with the run's train_config.json beside it (so the harness recognises a world model)."""
+    from snapgen.models.unet import SnapGenUNet
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+    from snapgen.text import TextEncoderStack
+
+    pipe_dir = dest / "pipeline"
+    if (pipe_dir / "pipeline.json").exists():
+        return pipe_dir
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    ema_dir = ck / "ema" if (ck / "ema").exists() else ck / "unet"
+    unet = SnapGenUNet.from_pretrained(ema_dir)
+    text = TextEncoderStack.from_pretrained(ck / "text") if unet.config.cond == "text" else None
+    pcfg = PipelineConfig(resolution=train_cfg["resolution"], steps=train_cfg.get("sample_steps", 20),
+                          guidance=train_cfg.get("sample_guidance", 3.0))
+    tmp = dest / "pipeline.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    SnapGenPipeline(unet, text, None, pcfg).save_pretrained(tmp)
+    atomic_write_json(dest / "train_config.json", train_cfg)
+    tmp.rename(pipe_dir)
+    return pipe_dir
+
+
+def wall_time_at(run: Path, step: int) -> float | None:
+    """Training seconds up to ``step``, from the run's log.jsonl: each logged step's time stands for the steps
+    until the next logged one (an estimate when log_every > 1; resumed runs count only their kept rows)."""
+    log = run / "log.jsonl"
+    if not log.exists():
+        return None
+    rows = sorted({r["step"]: r for r in map(json.loads, filter(str.strip, log.read_text().splitlines()))}.values(),
+                  key=lambda r: r["step"])
+    starts = [r["step"] for r in rows] + [step]
+    return sum(r["step_time_s"] * max(0, min(starts[i + 1], step) - r["step"]) for i, r in enumerate(rows)
+               if r["step"] < step)
+
+
+def _score(bench: str, pipe: Path, out: Path, extra: list[str]) -> dict:
+    from evals.run import main as run_main
+
+    if not out.exists():
+        rc = run_main([bench, "--ckpt", str(pipe), "--out", str(out), "--no-progress", *extra])
+        if rc != 0:
+            raise RuntimeError(f"{bench} on {pipe} exited {rc}")
+    return json.loads(out.read_text())
+
+
+def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: list[str] | None) -> dict:
+    cks = sorted((run / "checkpoints").glob("step-*[0-9]"))[::-1][::every][::-1]
+    if not cks:
+        raise FileNotFoundError(f"no checkpoints under {run / 'checkpoints'}: train with keep_ckpts large enough "
+                                "to keep the points of the curve")
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    points = []
+    for ck in cks:
+        step = int(ck.name.split("-")[1])
+        dest = run / "curve" / ck.name
+        pipe = checkpoint_pipeline(ck, run, dest)
+        g = _score("geneval", pipe, dest / "geneval.json", geneval_args)
+        point = {"step": step, "images_seen": step * train_cfg["batch_size"] * train_cfg.get("grad_accum", 1),
+                 "train_wall_s": wall_time_at(run, step), "geneval_overall": g["scores"]["overall"],
+                 "geneval_ci95": g["scores"]["overall_ci95"],
+                 "geneval_tasks": {t: v["accuracy"] for t, v in g["scores"]["tasks"].items()},
+                 "geneval_record": str(dest / "geneval.json")}
+        if fid_args is not None:
+            f = _score("fid", pipe, dest / "fid.json", fid_args)
+            key = next(k for k in f["scores"] if k.startswith("fid_") and not k.endswith("_spread"))
+            point |= {"fid_key": key, "fid": f["scores"][key], "fid_spread": f["scores"].get(f"{key}_spread"),
+                      "fid_record": str(dest / "fid.json")}
+        points.append(point)
+        print(f"step {step:6d}: GenEval {point['geneval_overall']:.3f} {point['geneval_ci95']}"
+              + (f"  FID {point['fid']:.1f}" if "fid" in point else ""), flush=True)
+    return {"run": str(run), "name": name, "train_config": train_cfg, "points": points,
+            "protocol_geneval": g["protocol"], "protocol_fid": f["protocol"] if fid_args is not None else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.learning_curve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a training run folder (checkpoints/, log.jsonl, train_config.json)")
+    p.add_argument("--name", default=None, help="curve name (default: the run folder's name)")
+    p.add_argument("--every", type=int, default=1, help="score every k-th checkpoint (the last one always)")
+    p.add_argument("--n-per-prompt", type=int, default=4, help="GenEval images per prompt")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the pipeline's)")
+    p.add_argument("--threads", type=int, default=2, help="generation threads")
+    p.add_argument("--fid-n", type=int, default=500, help="FID-world: generated images (= reference renders)")
+    p.add_argument("--no-fid", action="store_true", help="GenEval only")
+    p.add_argument("--out", default=None, help="curve record (default results/world/learning_curve-<name>.json)")
+    a = p.parse_args(argv)
+    run = Path(a.run)
+    name = a.name or run.name
+    common = ["--steps", str(a.steps), "--threads", str(a.threads)] + (["--guidance", str(a.guidance)]
+                                                                       if a.guidance is not None else [])
+    geneval_args = common + ["--n-per-prompt", str(a.n_per_prompt)]
+    fid_args = None if a.no_fid else common + ["--ref", "world", "--n", str(a.fid_n)]
+    t0 = time.time()
+    try:
+        result = curve(run, name, max(1, a.every), geneval_args, fid_args)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    scores = {"final_geneval_overall": result["points"][-1]["geneval_overall"],
+              "final_geneval_ci95": result["points"][-1]["geneval_ci95"]}
+    record = build_record("learning_curve", scores, {"geneval": result["protocol_geneval"],
+                                                     "fid": result["protocol_fid"], "run": result["run"],
+                                                     "train_config": result["train_config"]},
+                          None, None, time.time() - t0, higher_is_better={"final_geneval_overall": True})
+    record |= {"kind": "learning_curve", "points": result["points"]}
+    out = Path(a.out) if a.out else Path("results") / "world" / f"learning_curve-{name}.json"
+    write_record(out, record)
+    print(f"record: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
