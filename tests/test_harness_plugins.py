@@ -152,7 +152,7 @@ def fid_runs(fid_setup):
 
     root, cache, a, b = fid_setup
     calls, real = [], fid.extract_features
-    common = ("--fid-cache", cache, "--spread-subsets", "3", "--no-progress")
+    common = ("--fid-cache", cache, "--spread-subsets", "3", "--no-progress", "--threads", "1")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fid, "extract_features", lambda files, *x, **k: calls.append(len(files)) or real(files, *x, **k))
         assert cli("fid", "--images", a, "--ref", b, *common, "--out", root / "first.json") == 0
