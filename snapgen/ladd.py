@@ -1,16 +1,18 @@
 """LADD-style adversarial step distillation (Sauer et al., arXiv 2403.12015), adapted to snapgen.
 
 The discriminator is the frozen teacher's features at several depths (captured by forward hooks, no
-model edits) plus small trainable heads. One generator step:
+model edits) plus small trainable heads. One training step (``snapgen.training.objectives.ladd``):
 
   1. take real x0, draw a generator timestep t from a fixed set (default {1, 0.75, 0.5, 0.25}, the
      4-step Euler grid, so ``euler_sample(steps=4)`` visits exactly the trained timesteps), build
      x_t = (1-t) x0 + t noise and predict x0_hat = x_t - t * v_student(x_t, t) in one step;
   2. re-noise x0_hat (and, for the discriminator, the real x0) to a fresh s ~ logit-normal(m, s)
      with fresh noise: the teacher only ever sees noisy inputs, where its features are meaningful;
-  3. hinge losses: D: relu(1 - D(real_s)) + relu(1 + D(fake_s)); G: -D(fake_s), back-propagated
-     through the frozen teacher into x0_hat;
-  4. plus output distillation: MSE(v_student(x_t, t), v_teacher(x_t, t)).
+  3. generator update: -D(fake_s) (hinge), back-propagated through the frozen teacher and the frozen
+     heads into x0_hat, plus output distillation MSE(v_student(x_t, t), v_teacher(x_t, t));
+  4. then the heads' update: relu(1 - D(real_s)) + relu(1 + D(fake_s)) on the detached fake of step 2.
+# PAPER-UNKNOWN: the order of the two updates; chose generator then discriminator (as the tiny
+# decoder's GAN), so both adversarial objectives share the engine's one loop.
 
 Sampling: ``snapgen.flow.euler_sample(..., steps=4)`` (the pipeline's sampler with ``--steps 4``). On the
 trained grid each Euler step equals "predict x0_hat, move to the next t along the straight line to it",
@@ -26,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snapgen.flow import interpolate, predict_x0
 from snapgen.models.layers import timestep_embedding
 
 
@@ -119,29 +120,3 @@ def sample_gen_timesteps(n: int, cfg: LADDConfig, g: torch.Generator) -> torch.T
 
 def sample_disc_timesteps(n: int, cfg: LADDConfig, g: torch.Generator) -> torch.Tensor:
     return torch.sigmoid(cfg.disc_logit_mean + cfg.disc_logit_std * torch.randn(n, generator=g)).clamp(1e-3, 1 - 1e-3)
-
-
-def ladd_losses(student, disc: Discriminator, teacher, x0, noise, t, s, renoise, cond: dict, prompts: list,
-                cfg: LADDConfig) -> dict[str, torch.Tensor]:
-    """One LADD step's losses, all per sample (N,): ``d`` (heads only; fake detached), ``g_adv``,
-    ``distill`` and ``g`` = adv_weight * g_adv + distill_weight * distill (student only).
-
-    ``renoise`` = (noise for the fake, noise for the real) used at level s. The caller steps the
-    discriminator with ``d`` and the student with ``g`` (zeroing the heads' gradients from ``g``).
-    """
-    x_t = interpolate(x0, noise, t)
-    v = student(x_t, t, **cond)                                           # (N, C, H, W)
-    x0_hat = predict_x0(x_t, t, v)
-    fake_s = interpolate(x0_hat, renoise[0], s)
-    real_s = interpolate(x0, renoise[1], s)
-    pooled = cond["pooled"]
-    d_in = torch.cat([real_s, fake_s.detach()])
-    with torch.no_grad():
-        v_teacher, _ = teacher(x_t, t, prompts)
-    real_logits, fake_logits = disc(d_in, torch.cat([s, s]), prompts + prompts, torch.cat([pooled, pooled])).chunk(2)
-    d = hinge_d_loss(real_logits, fake_logits)
-    g_adv = hinge_g_loss(disc(fake_s, s, prompts, pooled))
-    distill = (v.float() - v_teacher.float()).square().flatten(1).mean(1)
-    g = cfg.adv_weight * g_adv + cfg.distill_weight * distill
-    return {"d": d, "g_adv": g_adv, "distill": distill, "g": g, "real_logit": real_logits.detach(),
-            "fake_logit": fake_logits.detach()}

@@ -224,7 +224,10 @@ class CachedText:
                          for k in names if self.cache[prompts[0]][k][1] is not None})
             atomic_write_bytes(cache_file, save(blob))
 
-    def __call__(self, prompts: list[str], drop: dict[str, torch.Tensor] | None = None):
+    def __call__(self, prompts: list[str], drop: dict[str, torch.Tensor] | None = None,
+                 device: torch.device | str | None = None):
+        """(context, pooled) for ``prompts``; ``device``: where the merge runs (the trainable projection's
+        device), the cached encoder outputs and ``drop`` masks are moved there first."""
         todo = sorted({p for p in prompts if p not in self.cache})
         if todo:
             parts = self.stack.encode_parts(todo)
@@ -234,4 +237,7 @@ class CachedText:
         stacked = {k: (torch.stack([self.cache[p][k][0] for p in prompts]),
                        None if self.cache[prompts[0]][k][1] is None else
                        torch.stack([self.cache[p][k][1] for p in prompts])) for k in names}
+        if device is not None:
+            stacked = {k: (tok.to(device), None if pool is None else pool.to(device)) for k, (tok, pool) in stacked.items()}
+            drop = None if drop is None else {k: v.to(device) for k, v in drop.items()}
         return self.stack.merge(stacked, drop)

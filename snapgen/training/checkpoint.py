@@ -1,0 +1,138 @@
+"""One checkpoint and resume format for every objective, and the log trimming that goes with resume.
+
+    OUT/checkpoints/step-0000600/
+        unet/ ema/ decoder/ ...      modules that have ``save_pretrained`` keep their own format (loadable alone)
+        text_proj.safetensors ...    every other module's state dict (KD projector, LADD heads, discriminator)
+        optimizer.pt                 {"optimizer", "scheduler", "critic_optimizer"} state dicts
+        state.json                   {"step", "objective", "config", "config_hash", "torch_threads", "processes"}
+    OUT/checkpoints/latest           name of the newest complete checkpoint
+
+A checkpoint is written into ``step-XXXXXXX.partial``, renamed into place, and only then is ``latest``
+rewritten (atomically); the oldest checkpoints beyond ``keep`` (and any of a later step, left by an
+abandoned run) are deleted after that. A kill at any moment leaves either the previous or the new
+checkpoint as ``latest``, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from snapgen.io import atomic_write_json, atomic_write_text, sha256_json
+
+STATE = "state.json"
+OPTIMIZERS = "optimizer.pt"
+
+
+def _has_own_format(module: nn.Module) -> bool:
+    return callable(getattr(module, "save_pretrained", None))
+
+
+def save_checkpoint(out: Path, step: int, modules: dict[str, nn.Module], states: dict[str, object], meta: dict,
+                    keep: int) -> Path:
+    """Write ``modules`` (weights) and ``states`` (objects with ``state_dict``) as checkpoint ``step``."""
+    from safetensors.torch import save_file
+
+    root = Path(out) / "checkpoints"
+    ck = root / f"step-{step:07d}"
+    tmp = ck.with_name(ck.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        if _has_own_format(module):
+            module.save_pretrained(tmp / name)
+        else:
+            save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
+                      str(tmp / f"{name}.safetensors"))
+    torch.save({k: s.state_dict() for k, s in states.items() if s is not None}, tmp / OPTIMIZERS)
+    atomic_write_json(tmp / STATE, {**meta, "step": step, "config_hash": sha256_json(meta.get("config", {}))[:12]})
+    shutil.rmtree(ck, ignore_errors=True)
+    os.replace(tmp, ck)
+    atomic_write_text(root / "latest", ck.name + "\n")
+    done = sorted(p for p in root.glob("step-*") if not p.name.endswith(".partial"))
+    stale = [p for p in done if p.name > ck.name]          # from an abandoned run (restarted with resume=False)
+    kept = [p for p in done if p.name <= ck.name]
+    for old in stale + (kept[:-keep] if keep > 0 else []):
+        shutil.rmtree(old, ignore_errors=True)
+    return ck
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The checkpoint ``OUT/checkpoints/latest`` names, or None for a fresh run."""
+    f = Path(out) / "checkpoints" / "latest"
+    if not f.exists():
+        return None
+    ck = f.parent / f.read_text().strip()
+    if not (ck / STATE).exists():
+        raise FileNotFoundError(f"{f} points at {ck}, which is incomplete; delete it or the 'latest' file to restart")
+    return ck
+
+
+def read_state(ck: Path) -> dict:
+    return json.loads((Path(ck) / STATE).read_text())
+
+
+def check_resumable(ck: Path, config: dict, keys: tuple[str, ...], objective: str) -> dict:
+    """Refuse to resume when the objective or any of ``keys`` changed; returns state.json."""
+    state = read_state(ck)
+    saved = json.loads(json.dumps(state.get("config", {})))
+    now = json.loads(json.dumps(config))
+    changed = {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
+    if state.get("objective", objective) != objective:
+        changed["objective"] = (state.get("objective"), objective)
+    if changed:
+        raise ValueError(f"cannot resume {ck}: the config changed in {changed} (saved, now); use another --out")
+    return state
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several error types on truncated or garbled files
+        raise ValueError(f"corrupted checkpoint file {path}: {e}") from e
+
+
+def load_checkpoint(ck: Path, modules: dict[str, nn.Module], states: dict[str, object]) -> dict:
+    """Load weights into ``modules`` and state dicts into ``states`` (in place); returns state.json."""
+    ck = Path(ck)
+    for name, module in modules.items():
+        if (ck / name).is_dir():
+            files = sorted((ck / name).glob("*.safetensors"))
+            if len(files) != 1:
+                raise ValueError(f"checkpoint {ck / name} should hold one .safetensors file, found {len(files)}")
+            weights = _load_weights(files[0])
+        elif (ck / f"{name}.safetensors").exists():
+            weights = _load_weights(ck / f"{name}.safetensors")
+        else:
+            raise FileNotFoundError(f"checkpoint {ck} has no weights for {name!r}")
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {ck / name} does not match the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    blob = torch.load(ck / OPTIMIZERS, map_location="cpu", weights_only=False)
+    for key, obj in states.items():
+        if obj is not None:
+            obj.load_state_dict(blob[key])
+    return read_state(ck)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep only the JSONL records of steps before ``step`` (a resumed run rewrites the later ones)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and _step_of(ln) < step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut by a kill: drop it

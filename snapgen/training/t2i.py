@@ -1,0 +1,173 @@
+"""Text-to-image runs (rectified flow, KD, LADD): the config, the U-Net / text / dataset builders and
+the deterministic batch indices. The loop is ``snapgen.training.engine``; the losses are in
+``snapgen.training.objectives``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from snapgen.config import UNetConfig
+from snapgen.flow import FlowConfig
+from snapgen.io import sha256_json
+from snapgen.training.config import config_to_dict
+from snapgen.training.engine import LoopConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str = "runs/tiny-world"            # output directory (checkpoints, log.jsonl, pipeline/, samples.png)
+    unet: str = "tiny-world"                # snapgen.presets name, or path to a UNet config.json
+    data: str = "world"                     # world | folder:PATH | wds:SHARD[,SHARD] | classes:PATH
+    resolution: int = 32                    # training resolution in pixels
+    vae: str | None = None                  # local AutoencoderKL dir: train in its latent space (else pixels)
+    latent_cache: str | None = None         # where to cache VAE latents (default: OUT/latents)
+    text: Literal["minilm", "snapgen"] = "minilm"  # offline MiniLM, or CLIP-L + CLIP-G + Gemma from local dirs
+    clip_l: str | None = None               # local CLIP-L dir for text="snapgen"
+    clip_g: str | None = None               # local CLIP-G dir for text="snapgen"
+    gemma: str | None = None                # local Gemma-2 dir for text="snapgen"
+    text_drop_prob: float = 0.1             # per-encoder (or class-label) dropout probability
+    batch_size: int = 16                    # per process, per micro-step
+    grad_accum: int = 1                     # micro-steps per optimizer step
+    steps: int = 400                        # optimizer steps (default: the CPU recipe, 5-7 min on 2 cores)
+    lr: float = 2e-3                        # AdamW peak learning rate
+    warmup: int = 50                        # linear warm-up steps, then cosine decay to lr_min
+    lr_min: float = 1e-4                    # final learning rate
+    weight_decay: float = 0.0               # AdamW weight decay
+    grad_clip: float = 1.0                  # max global grad norm (0 = off)
+    ema_decay: float = 0.995                # EMA of weights after warm-up (sampling uses EMA)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate autocast
+    timesteps: Literal["uniform", "logit_normal", "shifted_logit_normal"] = "logit_normal"  # training t sampler
+    logit_mean: float = 0.0                 # logit-normal timestep mean (SD3 default 0)
+    logit_std: float = 1.0                  # logit-normal timestep std (SD3 default 1)
+    shift: float = 1.0                      # timestep shift
+    seed: int = 0                           # training seed (init, samples, noise, timesteps, dropout)
+    world_seed: int = 0                     # synthetic world: scene seed
+    log_every: int = 25                     # JSONL log period (steps)
+    ckpt_every: int = 500                   # checkpoint period (steps); the last step always checkpoints
+    keep_ckpts: int = 2                     # checkpoints kept on disk
+    sample_steps: int = 20                  # sampling steps for the final sample grid
+    sample_guidance: float = 3.0            # guidance for the final sample grid
+    stop_at: int | None = None              # stop (checkpointed, resumable) after this step: time-limited jobs
+    threads: int | None = None              # torch CPU threads (None = torch default); the effective count is logged
+    cpu: bool = False                       # force CPU even when CUDA exists
+    channels_last: bool = False             # U-Net and its inputs in channels_last memory format (a speed lever)
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @property
+    def flow(self) -> FlowConfig:
+        return FlowConfig(self.timesteps, self.logit_mean, self.logit_std, self.shift)
+
+    @property
+    def loop(self) -> LoopConfig:
+        return LoopConfig(out=self.out, steps=self.steps, lr=self.lr, grad_accum=self.grad_accum, warmup=self.warmup,
+                          lr_min=self.lr_min, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                          ema_decay=self.ema_decay, mixed_precision=self.mixed_precision, seed=self.seed,
+                          log_every=self.log_every, ckpt_every=self.ckpt_every, keep_ckpts=self.keep_ckpts,
+                          stop_at=self.stop_at, threads=self.threads, cpu=self.cpu)
+
+
+# fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
+RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "grad_accum", "seed", "vae")
+
+
+def unet_config(cfg: TrainConfig) -> UNetConfig:
+    from snapgen.presets import PRESETS, get_preset
+
+    if cfg.unet in PRESETS:
+        return get_preset(cfg.unet)
+    p = Path(cfg.unet)
+    if not p.exists():
+        get_preset(cfg.unet)  # raises with close matches
+    return UNetConfig.from_dict(json.loads(p.read_text()))
+
+
+def build_text(cfg: TrainConfig):
+    from snapgen.text import EncoderSpec, TextEncoderStack, TextStackConfig
+
+    if cfg.text == "minilm":
+        return TextEncoderStack(TextStackConfig((EncoderSpec("minilm", None, 16, cfg.text_drop_prob),), 384, 384))
+    return TextEncoderStack(TextStackConfig.snapgen(cfg.clip_l, cfg.clip_g, cfg.gemma, drop_prob=cfg.text_drop_prob))
+
+
+def check_text_fits(text, ucfg: UNetConfig) -> None:
+    if text.config.context_dim != ucfg.context_dim or text.config.pooled_dim != ucfg.pooled_dim:
+        raise ValueError(f"text stack gives context {text.config.context_dim}/pooled {text.config.pooled_dim}, "
+                         f"U-Net expects {ucfg.context_dim}/{ucfg.pooled_dim}")
+
+
+def build_dataset(cfg: TrainConfig):
+    from snapgen.data import datasets as D
+
+    kind, _, arg = cfg.data.partition(":")
+    if kind == "world":
+        from snapgen.data.world import WorldConfig, WorldDataset
+
+        ds = WorldDataset(WorldConfig(resolution=cfg.resolution), seed=cfg.world_seed, length=10**9)
+    elif kind == "folder":
+        ds = D.CaptionFolder(arg, cfg.resolution)
+    elif kind == "wds":
+        ds = D.WebDatasetShards(arg.split(","), cfg.resolution)
+    elif kind == "classes":
+        ds = D.ClassFolder(arg, cfg.resolution)
+    else:
+        raise ValueError(f"data={cfg.data!r}: expected world | folder:PATH | wds:SHARDS | classes:PATH")
+    if cfg.vae:
+        ds = D.LatentCache(ds, cfg.vae, cfg.latent_cache or Path(cfg.out) / "latents")
+    return ds
+
+
+def batch_indices(micro_step: int, rank: int, world: int, batch: int, n: int, seed: int) -> list[int]:
+    """Dataset indices of one micro-batch (``micro_step`` counts micro-steps from 0), sharded by rank.
+
+    Finite datasets walk a fresh seeded permutation per epoch; the (unlimited) synthetic world is
+    indexed directly, since its item i is already a deterministic random scene.
+    """
+    start = micro_step * batch * world + rank * batch
+    if n >= 10**8:
+        return list(range(start, start + batch))
+    out, perm, epoch = [], None, None
+    for pos in range(start, start + batch):
+        if pos // n != epoch:
+            epoch = pos // n
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(perm[pos % n]))
+    return out
+
+
+def collate(items: list[dict]) -> dict:
+    out = {"image": torch.stack([it["image"] for it in items])}
+    if "caption" in items[0]:
+        out["caption"] = [it["caption"] for it in items]
+    if "label" in items[0]:
+        out["label"] = torch.tensor([it["label"] for it in items])
+    return out
+
+
+def world_training_prompts(resolution: int) -> list[str]:
+    """The captions the world's training split can emit (``snapgen.data.world.training_prompts`` when the
+    world has a held-out split; before that, every caption of every GenEval tag), sorted, plus ""."""
+    from snapgen.data import world as W
+
+    wcfg = W.WorldConfig(resolution=resolution)
+    training_prompts = getattr(W, "training_prompts", None)
+    if training_prompts is not None:
+        prompts = set(training_prompts(wcfg))
+    else:
+        prompts = {m["prompt"] for tag in W.GENEVAL_TAGS for m in W.all_metadata(tag, wcfg)}
+    return sorted(prompts) + [""]
+
+
+def prefill_world_prompts(cached, cfg: TrainConfig) -> None:
+    """The world's captions form a finite vocabulary: encode it once, cached on disk by content."""
+    prompts = world_training_prompts(cfg.resolution)
+    key = sha256_json({"text": cached.stack.config.to_dict(), "prompts": prompts})[:16]
+    cache_dir = Path(os.environ.get("SNAPGEN_CACHE", Path.home() / ".cache" / "snapgen-bench")) / "text"
+    cached.prefill(prompts, cache_dir / f"world-{key}.safetensors")
