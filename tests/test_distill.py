@@ -152,28 +152,58 @@ def _tiny_student(in_channels=16, sample_size=8, context_dim=32, pooled_dim=32):
                                   pooled_dim=pooled_dim, norm_groups=4))
 
 
+class _StubText:
+    """Stands in for a text stack: fixed per-caption embeddings of width ``dim``, one droppable encoder."""
+
+    def __init__(self, dim: int, tokens: int = 5):
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(context_dim=dim, pooled_dim=dim)
+        self.proj, self.dim, self.tokens = torch.nn.ModuleDict(), dim, tokens
+
+    def sample_drop(self, n, g):
+        return {"stub": torch.rand(n, generator=g) < 0.25}
+
+    def __call__(self, captions, drop=None, device=None):
+        gens = [torch.Generator().manual_seed(sum(map(ord, c))) for c in captions]
+        ctx = torch.stack([torch.randn(self.tokens, self.dim, generator=g) for g in gens])
+        keep = (~drop["stub"]).float() if drop is not None else torch.ones(len(captions))
+        return ctx * keep[:, None, None], ctx.mean(1) * keep[:, None]
+
+
+def _objective(cls, cfg, teacher, student, text):
+    """An objective with injected teacher / student / text, built, as the engine would (no data)."""
+    from snapgen.training.engine import Trainable
+
+    obj = cls(cfg, teacher=teacher, student=(student, text))
+    parts = obj.build()
+    obj.cached = text
+    return obj, parts, Trainable(parts.trained)
+
+
 def test_kd_steps_with_sd3_teacher(sd3_dir):
     from snapgen.teachers import SD3Teacher
-    from snapgen.train_distill import DistillConfig, KDStage
+    from snapgen.training.objectives.kd import KnowledgeDistillation
+    from snapgen.train_distill import DistillConfig
 
     torch.manual_seed(0)
     teacher = SD3Teacher.from_pretrained(sd3_dir, t5_tokens=8)
-    student = _tiny_student()
-    stage = KDStage(DistillConfig(stage="kd", teacher=str(sd3_dir)), student, teacher)
-    opt = torch.optim.Adam(list(student.parameters()) + stage.student_parameters(), lr=3e-3)
-    x0, prompts = torch.randn(4, 16, 8, 8), ["a red circle", "two squares", None, "a cross"]
-    cond = {"context": torch.randn(4, 5, 32), "pooled": torch.randn(4, 32)}
-    before = {k: p.clone() for k, p in stage.projector.named_parameters()}
+    obj, parts, net = _objective(KnowledgeDistillation, DistillConfig(stage="kd", teacher=str(sd3_dir)), teacher,
+                                 _tiny_student(), _StubText(32))
+    assert list(parts.trained) == ["unet", "projector"]                 # the projector trains with the student
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    batch = {"image": torch.randn(4, 16, 8, 8), "caption": ["a red circle", "two squares", "a cat", "a cross"]}
+    before = {k: p.clone() for k, p in parts.trained["projector"].named_parameters()}
     history = []
     for i in range(12):
-        loss, per, t = stage.step(student, x0, cond, prompts, torch.Generator().manual_seed(i % 2), "cpu")
-        assert torch.isfinite(loss) and set(per) >= {"task", "output", "feature", "w", "output_ratio"}
-        loss.backward()
+        res = obj.loss(net, batch, torch.Generator().manual_seed(i % 2), i)
+        assert torch.isfinite(res.loss) and set(res.terms) >= {"task", "output", "feature", "w", "output_ratio"}
+        res.loss.backward()
         opt.step()
         opt.zero_grad()
-        history.append(float(per["output"].mean() + per["feature"].mean()))
+        history.append(float(res.terms["output"].mean() + res.terms["feature"].mean()))
     assert history[-1] < history[0]                                    # the student moves towards the teacher
-    assert any(not torch.equal(before[k], p) for k, p in stage.projector.named_parameters())
+    assert any(not torch.equal(before[k], p) for k, p in parts.trained["projector"].named_parameters())
 
 
 def test_load_teacher_errors(tmp_path):
@@ -204,10 +234,12 @@ def world_teacher(tmp_path_factory):
     return d
 
 
-def test_snapgen_teacher_features_and_ladd_losses(world_teacher):
+def test_snapgen_teacher_features_and_ladd_steps(world_teacher):
     from snapgen.ladd import LADDConfig, default_taps
     from snapgen.teachers import SnapGenTeacher
-    from snapgen.train_distill import DistillConfig, LADDStage
+    from snapgen.training.engine import Trainable, frozen
+    from snapgen.training.objectives.ladd import LADD
+    from snapgen.train_distill import DistillConfig
 
     teacher = SnapGenTeacher.from_pretrained(world_teacher)
     v, feats = teacher(torch.randn(2, 3, 32, 32), torch.rand(2), ["a red circle", None],
@@ -216,19 +248,26 @@ def test_snapgen_teacher_features_and_ladd_losses(world_teacher):
     assert feats["enc.32x32_block0"].shape == (2, 8, 32, 32) and teacher.feature_grid(32, 32) == (8, 8)
     taps = default_taps(teacher)
     assert len(taps) == 3 and taps[-1] == "last"
-    student = _tiny_student(3, 32, 384, 384)
-    stage = LADDStage(DistillConfig(stage="ladd"), teacher, 384, "cpu")
-    heads0 = [p.clone() for p in stage.disc.head_parameters()]
-    cond = {"context": torch.randn(3, 16, 384), "pooled": torch.randn(3, 384)}
+    obj, parts, net = _objective(LADD, DistillConfig(stage="ladd"), teacher, _tiny_student(3, 32, 384, 384),
+                                 _StubText(384, 16))
+    critic = Trainable(parts.critics)
+    critic_opt = obj.critic_optimizer(list(critic.parameters()))
+    heads0 = [p.clone() for p in critic.parameters()]
+    batch = {"image": torch.rand(3, 3, 32, 32) * 2 - 1, "caption": ["a", "b", "c"]}
     for i in range(2):
-        loss, per, t = stage.step(student, torch.rand(3, 3, 32, 32) * 2 - 1, cond, ["a", "b", None],
-                                  torch.Generator().manual_seed(i), "cpu")
-        loss.backward()
-        assert all(torch.isfinite(per[k]).all() for k in ("d", "g_adv", "distill"))
-        assert set(t.tolist()) <= set(LADDConfig().gen_timesteps)
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())  # through the teacher
-    assert any(not torch.equal(a, b) for a, b in zip(heads0, stage.disc.head_parameters()))  # heads trained
-    assert all(p.grad is None for p in teacher.parameters())                                 # teacher frozen
+        with frozen(parts.critics):                                    # the engine's generator step
+            res = obj.loss(net, batch, torch.Generator().manual_seed(i), i)
+        res.loss.backward()
+        assert all(p.grad is None for p in critic.parameters())        # heads take no generator gradient
+        d_loss, d_terms = obj.critic_loss(critic, res.critic_inputs)   # then the heads' step
+        d_loss.backward()
+        critic_opt.step()
+        critic_opt.zero_grad(set_to_none=True)
+        assert all(torch.isfinite(t).all() for t in (*res.terms.values(), *d_terms.values()))
+        assert set(res.t.tolist()) <= set(LADDConfig().gen_timesteps)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in parts.trained["unet"].parameters())  # via teacher
+    assert any(not torch.equal(a, b) for a, b in zip(heads0, critic.parameters()))                        # heads trained
+    assert all(p.grad is None for p in teacher.parameters())                                              # teacher frozen
 
 
 def _student_config(tmp_path):
@@ -247,7 +286,7 @@ def test_cli_kd_resume_and_ladd(world_teacher, tmp_path):
     kd = tmp_path / "kd"
     assert main(["--stage", "kd", "--teacher", str(world_teacher), "--out", str(kd), "--no-progress",
                  *common, "steps=3", "stop_at=2"]) == 0
-    assert (kd / "checkpoints" / "step-0000002" / "distill_state.pt").exists() and not (kd / "pipeline").exists()
+    assert (kd / "checkpoints" / "step-0000002" / "projector.safetensors").exists() and not (kd / "pipeline").exists()
     assert main(["--stage", "kd", "--teacher", str(world_teacher), "--out", str(kd), "--no-progress",
                  *common, "steps=3"]) == 0                             # resumes at step 2
     logs = [json.loads(x) for x in (kd / "log.jsonl").read_text().splitlines()]

@@ -1,8 +1,5 @@
-"""Trainer, pipeline, text stack and data loaders: exact resume, persistence, bad input, distributed."""
+"""Trainer CLI, pipeline, text stack and data loaders: exact resume, persistence, bad input."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,6 @@ from snapgen.pipeline import SnapGenPipeline, sample_seed
 from snapgen.presets import PRESETS
 from snapgen.train import TrainConfig, batch_indices, load_config, main as train_main, parse_overrides, train
 
-REPO = Path(__file__).resolve().parents[1]
 MICRO = PRESETS["tiny-world"].replace(channels=(16, 32, 32), head_dim=16, norm_groups=4, emb_mult=2)
 
 
@@ -172,17 +168,4 @@ def test_text_stack_user_path_with_tiny_random_clip_and_gemma(tmp_path):
         TextEncoderStack(TextStackConfig((EncoderSpec("gemma", str(tmp_path / "nope"), 8),), 64, 40))
 
 
-@pytest.mark.slow
-def test_two_process_training_on_gloo(tmp_path, micro_config):
-    """torchrun --nproc_per_node 2 with Accelerator(cpu=True): a real 2-process gloo group."""
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "snapgen.train", "--no-progress", "--set", f"out={out}", f"unet={micro_config}", "steps=3",
-           "batch_size=2", "ckpt_every=3", "cpu=true", "threads=1", "sample_steps=2", "log_every=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["processes"] == 2
-    pipe = SnapGenPipeline.from_pretrained(out / "pipeline")           # loads in a single process
-    assert pipe.unet.config == MICRO
+# The 2-process gloo test of every objective (flow included) is in tests/test_training_engine.py.
