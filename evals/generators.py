@@ -2,7 +2,8 @@
 
 * a snapgen pipeline directory (``pipeline.json``; e.g. ``runs/tiny-world/pipeline``),
 * any diffusers pipeline directory on local disk (``model_index.json``: SDXL, SD3, ...),
-* built-ins: ``world-tiny`` (the tiny SnapGen of the synthetic world; trained on first use, then reused),
+* built-ins: ``world-tiny`` (the tiny SnapGen of the synthetic world: the shipped checkpoint in
+  ``snapgen/weights/world-tiny``, verified by sha256; ``--retrain-world`` retrains it with the project's recipe),
   ``world-oracle`` (ground-truth renders of each prompt's scene: the benchmark's ceiling) and
   ``world-noise`` (uniform noise: its floor).
 """
@@ -128,14 +129,40 @@ class WorldNoise(Generator):
         return {"generator": self.name, "resolution": self.resolution}
 
 
-def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, steps: int | None = None) -> Path:
-    """The tiny world model's pipeline, trained with the default recipe on first use (minutes on a CPU)."""
-    import dataclasses
+SHIPPED_WORLD = Path(__file__).resolve().parents[1] / "snapgen" / "weights" / "world-tiny"
 
+
+def verify_manifest(folder: Path) -> dict:
+    """Check every file listed in ``folder/manifest.json`` against its sha256; returns the manifest.
+    A missing or changed file is a clear error naming it (never a silently different model)."""
+    from snapgen.io import sha256_file
+
+    mf = folder / "manifest.json"
+    if not mf.is_file():
+        raise FileNotFoundError(f"'{mf}' is missing: '{folder}' is not a shipped model folder (written by "
+                                "`python -m evals.ship_world RUN_DIR`)")
+    manifest = json.loads(mf.read_text())
+    for rel, digest in manifest["files"].items():
+        f = folder / rel
+        if not f.is_file():
+            raise FileNotFoundError(f"shipped model file '{f}' is missing; restore it with `git checkout -- {f}` "
+                                    "or retrain with --retrain-world")
+        if sha256_file(f) != digest:
+            raise ValueError(f"shipped model file '{f}' does not match its sha256 in '{mf}' (corrupted or edited); "
+                             "restore it with `git checkout` or retrain with --retrain-world")
+    return manifest
+
+
+def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, retrain: bool = False) -> Path:
+    """The tiny world model's pipeline: the shipped, hash-verified checkpoint (default), or with ``retrain``
+    the project's recipe retrained into ``run_dir`` (reused when it already finished with that recipe)."""
+    if not retrain:
+        verify_manifest(SHIPPED_WORLD)
+        return SHIPPED_WORLD / "pipeline"
     from snapgen.train import TrainConfig, train
 
     pipe = run_dir / "pipeline"
-    cfg = dataclasses.replace(TrainConfig(out=str(run_dir)), **({"steps": steps} if steps else {}))
+    cfg = TrainConfig(out=str(run_dir))
     if (pipe / "pipeline.json").exists():
         saved = json.loads((run_dir / "train_config.json").read_text())
         saved = {k: v for k, v in saved.items() if k in cfg.to_dict()}
@@ -143,20 +170,23 @@ def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, steps: int | None = No
             raise ValueError(f"{run_dir} holds a world model trained with another recipe than the default; "
                              f"pass --ckpt {pipe} to use it, or delete {run_dir} to retrain with the default")
         return pipe
-    print(f"world-tiny: no trained model at {pipe}; training one ({cfg.steps} steps, see {run_dir}/log.jsonl)")
+    print(f"world-tiny: retraining the default recipe into {run_dir} ({cfg.steps} steps, see {run_dir}/log.jsonl)")
     train(cfg)
     return pipe
 
 
 def load_generator(ckpt: str, steps: int | None = None, guidance: float | None = None, resolution: int | None = None,
-                   negative_prompt: str | None = None, batch_size: int = 16, device: str = "cpu") -> Generator:
+                   negative_prompt: str | None = None, batch_size: int = 16, device: str = "cpu",
+                   retrain_world: bool = False) -> Generator:
     if ckpt == "world-oracle":
         return WorldOracle(resolution or 32)
     if ckpt == "world-noise":
         return WorldNoise(resolution or 32)
     if ckpt == "world-tiny":
-        gen = SnapGenGenerator(ensure_world_model(), steps, guidance, batch_size, device)
-        gen.name = "world-tiny"
+        pipe = ensure_world_model(retrain=retrain_world)
+        gen = SnapGenGenerator(pipe, steps, guidance, batch_size, device)
+        gen.name = "world-tiny" if not retrain_world else "world-tiny-retrained"
+        gen.domain = "world"
         return gen
     path = require_path(ckpt, "--ckpt", "Pass a snapgen pipeline folder (pipeline.json), a diffusers pipeline "
                         f"folder (model_index.json), or one of {', '.join(BUILTINS)}.")

@@ -21,6 +21,11 @@ PRESETS: dict[str, UNetConfig] = {
                                     res_blocks=(1, 1, 1), depth=(1, 1, 2), **{k: v for k, v in _FINAL.items()
                                     if k not in ("channels", "depth")}, head_dim=32, context_dim=384,
                                     pooled_dim=384, norm_groups=8, emb_mult=4),
+    # the class-conditional twin for the world's ImageNet-style mode (data=world-class: 40 shape x colour labels)
+    "tiny-world-class":  UNetConfig(in_channels=3, out_channels=3, sample_size=32, channels=(32, 64, 96),
+                                    res_blocks=(1, 1, 1), depth=(1, 1, 2), **{k: v for k, v in _FINAL.items()
+                                    if k not in ("channels", "depth")}, head_dim=32, cond="class", num_classes=40,
+                                    norm_groups=8, emb_mult=4),
     "small-world":       UNetConfig(in_channels=3, out_channels=3, sample_size=32, channels=(64, 128, 192),
                                     res_blocks=(1, 2, 2), depth=(1, 1, 2), **{k: v for k, v in _FINAL.items()
                                     if k not in ("channels", "depth")}, head_dim=32, context_dim=384,

@@ -169,3 +169,18 @@ def test_text_stack_user_path_with_tiny_random_clip_and_gemma(tmp_path):
 
 
 # The 2-process gloo test of every objective (flow included) is in tests/test_training_engine.py.
+
+
+def test_class_conditional_world_mode_trains_and_samples(tmp_path):
+    """data=world-class: the world's ImageNet-style mode (40 shape x colour labels) trains a class U-Net."""
+    from snapgen.data.world import NUM_WORLD_LABELS
+
+    unet = tmp_path / "unet.json"
+    unet.write_text(MICRO.replace(cond="class", num_classes=NUM_WORLD_LABELS, context_dim=64, pooled_dim=64).to_json())
+    out = train(_cfg(tmp_path / "run", str(unet), data="world-class", steps=2), progress=False)
+    pipe = SnapGenPipeline.from_pretrained(out / "pipeline")
+    assert pipe.unet.config.num_classes == NUM_WORLD_LABELS and pipe.config.null_class == NUM_WORLD_LABELS
+    images = pipe.generate(class_labels=[0, NUM_WORLD_LABELS - 1], seeds=[0, 1], steps=2)
+    assert [im.size for im in images] == [(32, 32), (32, 32)]
+    with pytest.raises(ValueError, match="world-class"):
+        train(_cfg(tmp_path / "bad", str(unet), data="world-klass", steps=1), progress=False)

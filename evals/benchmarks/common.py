@@ -24,6 +24,9 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     g.add_argument("--negative-prompt", default=None, help="diffusers pipelines: negative prompt")
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--device", default="cpu")
+    g.add_argument("--retrain-world", action="store_true",
+                   help="--ckpt world-tiny: retrain it with the project's recipe into runs/tiny-world (about 30 min on "
+                        "2 cores) instead of using the shipped, hash-verified checkpoint")
     g.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads for generation (default {DEFAULT_THREADS}; recorded, and part of the image "
                         "cache key since the thread count can change the last bits of an image)")
@@ -106,7 +109,9 @@ def generator_from_args(args):
     threads = getattr(args, "threads", None)
     if threads:
         torch.set_num_threads(threads)
+    if getattr(args, "retrain_world", False) and args.ckpt != "world-tiny":
+        raise ValueError(f"--retrain-world only applies to --ckpt world-tiny, not --ckpt {args.ckpt}")
     gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
-                         args.batch_size, args.device)
+                         args.batch_size, args.device, retrain_world=getattr(args, "retrain_world", False))
     gen.threads = torch.get_num_threads()
     return gen

@@ -23,7 +23,7 @@ from snapgen.training.engine import LoopConfig
 class TrainConfig:
     out: str = "runs/tiny-world"            # output directory (checkpoints, log.jsonl, pipeline/, samples.png)
     unet: str = "tiny-world"                # snapgen.presets name, or path to a UNet config.json
-    data: str = "world"                     # world | folder:PATH | wds:SHARD[,SHARD] | classes:PATH
+    data: str = "world"                     # world | world-class | folder:PATH | wds:SHARD[,SHARD] | classes:PATH
     resolution: int = 32                    # training resolution in pixels
     vae: str | None = None                  # local AutoencoderKL dir: train in its latent space (else pixels)
     latent_cache: str | None = None         # where to cache VAE latents (default: OUT/latents)
@@ -111,6 +111,10 @@ def build_dataset(cfg: TrainConfig):
         from snapgen.data.world import WorldConfig, WorldDataset
 
         ds = WorldDataset(WorldConfig(resolution=cfg.resolution), seed=cfg.world_seed, length=10**9)
+    elif kind == "world-class":                 # the world's ImageNet: 40 shape x colour labels (unet cond="class")
+        from snapgen.data.world import WorldConfig, WorldDataset
+
+        ds = WorldDataset(WorldConfig(resolution=cfg.resolution), seed=cfg.world_seed, length=10**9, mode="class")
     elif kind == "folder":
         ds = D.CaptionFolder(arg, cfg.resolution)
     elif kind == "wds":
@@ -118,7 +122,7 @@ def build_dataset(cfg: TrainConfig):
     elif kind == "classes":
         ds = D.ClassFolder(arg, cfg.resolution)
     else:
-        raise ValueError(f"data={cfg.data!r}: expected world | folder:PATH | wds:SHARDS | classes:PATH")
+        raise ValueError(f"data={cfg.data!r}: expected world | world-class | folder:PATH | wds:SHARDS | classes:PATH")
     if cfg.vae:
         ds = D.LatentCache(ds, cfg.vae, cfg.latent_cache or Path(cfg.out) / "latents")
     return ds
