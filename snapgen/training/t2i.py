@@ -34,13 +34,13 @@ class TrainConfig:
     text_drop_prob: float = 0.1             # per-encoder (or class-label) dropout probability
     batch_size: int = 16                    # per process, per micro-step
     grad_accum: int = 1                     # micro-steps per optimizer step
-    steps: int = 400                        # optimizer steps (default: the CPU recipe, 5-7 min on 2 cores)
+    steps: int = 2500                       # optimizer steps (the world recipe: <= 30 min on 2 CPU cores)
     lr: float = 2e-3                        # AdamW peak learning rate
-    warmup: int = 50                        # linear warm-up steps, then cosine decay to lr_min
+    warmup: int = 100                       # linear warm-up steps, then cosine decay to lr_min
     lr_min: float = 1e-4                    # final learning rate
     weight_decay: float = 0.0               # AdamW weight decay
     grad_clip: float = 1.0                  # max global grad norm (0 = off)
-    ema_decay: float = 0.995                # EMA of weights after warm-up (sampling uses EMA)
+    ema_decay: float = 0.999                # EMA of weights after warm-up (sampling uses EMA)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate autocast
     timesteps: Literal["uniform", "logit_normal", "shifted_logit_normal"] = "logit_normal"  # training t sampler
     logit_mean: float = 0.0                 # logit-normal timestep mean (SD3 default 0)
@@ -49,12 +49,12 @@ class TrainConfig:
     seed: int = 0                           # training seed (init, samples, noise, timesteps, dropout)
     world_seed: int = 0                     # synthetic world: scene seed
     log_every: int = 25                     # JSONL log period (steps)
-    ckpt_every: int = 500                   # checkpoint period (steps); the last step always checkpoints
-    keep_ckpts: int = 2                     # checkpoints kept on disk
+    ckpt_every: int = 250                   # checkpoint period (steps); the last step always checkpoints
+    keep_ckpts: int = 20                    # checkpoints kept on disk (all of the recipe's: its learning curve)
     sample_steps: int = 20                  # sampling steps for the final sample grid
     sample_guidance: float = 3.0            # guidance for the final sample grid
     stop_at: int | None = None              # stop (checkpointed, resumable) after this step: time-limited jobs
-    threads: int | None = None              # torch CPU threads (None = torch default); the effective count is logged
+    threads: int | None = 2                 # torch CPU threads (None = torch default); the effective count is logged
     cpu: bool = False                       # force CPU even when CUDA exists
     channels_last: bool = False             # U-Net and its inputs in channels_last memory format (a speed lever)
 

@@ -1,0 +1,89 @@
+"""Training throughput of a world preset under each speed lever, in one interleaved run: a record.
+
+    python -m evals.bench_train                                  # tiny-world, 2 threads, fp32/bf16 x contiguous/channels_last
+    python -m evals.bench_train --batch-sizes 16 32 --threads 1 --steps 20
+
+Each setting trains ``--steps`` optimizer steps of the real engine (``snapgen.train``) in a temporary folder,
+``--rounds`` times, settings interleaved round by round so a load change on a shared machine hits them
+all alike; the throughput of a setting is the median over its rounds of the median step time after
+``--warmup`` steps. Writes ``results/bench/train_throughput_<preset>_t<threads>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from evals.records import build_record, write_record
+
+
+def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, warmup: int) -> float:
+    """Median seconds per optimizer step after warm-up (a fresh process per setting: accelerate's state,
+    e.g. its mixed precision, is fixed once per process)."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
+                f"channels_last={str(cl).lower()}", f"threads={threads}", "cpu=true", "log_every=1",
+                f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
+        subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
+                       check=True, capture_output=True)
+        rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
+    return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.bench_train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny-world")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    t0 = time.time()
+    settings = list(itertools.product(a.batch_sizes, ("no", "bf16"), (False, True)))
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    for r in range(a.rounds):
+        for s in settings:
+            times[s].append(_one(a.preset, *s, a.threads, a.steps, a.warmup))
+            print(f"round {r}: batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} {times[s][-1] * 1000:.0f} ms/step",
+                  flush=True)
+    rows = []
+    for (batch, mp, cl), ts in times.items():
+        med = statistics.median(ts)
+        rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "step_time_s": med,
+                     "step_time_rounds_s": ts, "images_per_s": batch / med})
+    base = next(r for r in rows if r["mixed_precision"] == "no" and not r["channels_last"])
+    for r in rows:
+        r["speedup_vs_fp32_contiguous_same_batch"] = next(
+            b["step_time_s"] for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
+            and not b["channels_last"]) / r["step_time_s"]
+    best = max(rows, key=lambda r: r["images_per_s"])
+    scores = {"images_per_s": {f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}":
+                               r["images_per_s"] for r in rows},
+              "fastest": best, "fp32_contiguous_b{}".format(base["batch_size"]): base["images_per_s"]}
+    protocol = {"preset": a.preset, "threads": a.threads, "steps": a.steps, "warmup_steps": a.warmup,
+                "rounds": a.rounds, "timing": "median step time after warm-up, median over interleaved rounds",
+                "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
+    record = build_record("train_throughput", scores, protocol, None, None, time.time() - t0,
+                          higher_is_better={"images_per_s": True})
+    record |= {"kind": "benchmark", "rows": rows}
+    out = Path(a.out) if a.out else Path("results") / "bench" / f"train_throughput_{a.preset}_t{a.threads}.json"
+    write_record(out, record)
+    for r in rows:
+        print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
+              f"{r['images_per_s']:6.1f} img/s  x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
+    print(f"record: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Ship a trained world model as the built-in ``world-tiny``: weights + config + log + sha256 manifest + scores.
+
+    python -m snapgen.train --out runs/world-tiny                 # the project's recipe (TrainConfig defaults)
+    python -m evals.ship_world runs/world-tiny                    # -> snapgen/weights/world-tiny/ (+ held-out scores)
+
+The folder holds ``pipeline/`` (the EMA pipeline the run wrote), ``train_config.json`` and ``log.jsonl`` of the
+run, ``manifest.json`` (sha256 of every shipped file, checked on every load of ``--ckpt world-tiny``) and
+``heldout_scores.json`` (the GenEval-world record's summary on held-out prompts, made by the harness on the
+shipped files). Everything in it is written by this command; nothing is edited by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from evals.generators import SHIPPED_WORLD, verify_manifest
+from snapgen.io import atomic_write_json, sha256_file
+
+
+def ship(run: Path, dest: Path) -> dict:
+    """Copy the run's pipeline, config and log into ``dest`` and write its manifest; returns the manifest."""
+    for need in ("pipeline/pipeline.json", "train_config.json", "log.jsonl"):
+        if not (run / need).is_file():
+            raise FileNotFoundError(f"'{run / need}' is missing: pass a finished training run folder")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / "pipeline", tmp / "pipeline")
+    for name in ("train_config.json", "log.jsonl"):
+        shutil.copy2(run / name, tmp / name)
+    files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    train_cfg = json.loads((run / "train_config.json").read_text())
+    manifest = {"name": "world-tiny", "files": files, "source_run": str(run),
+                "train_command": f"python -m snapgen.train --out {run}",
+                "train_config": {k: v for k, v in train_cfg.items() if k != "unet_config"}}
+    atomic_write_json(tmp / "manifest.json", manifest)
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def score(dest: Path, extra: list[str]) -> dict:
+    """Held-out GenEval-world of the shipped files through the harness (the README main job's protocol)."""
+    from evals.run import main as run_main
+
+    if dest.resolve() != SHIPPED_WORLD.resolve():
+        raise ValueError(f"scores are measured through --ckpt world-tiny, which reads {SHIPPED_WORLD}")
+    verify_manifest(dest)
+    rc = run_main(["geneval", "--ckpt", "world-tiny", "--no-progress", *extra])
+    if rc != 0:
+        raise RuntimeError(f"GenEval on the shipped model exited {rc}")
+    rec_path = Path("results") / "geneval" / "world-tiny-geneval.json"
+    rec = json.loads(rec_path.read_text())
+    summary = {"record": str(rec_path), "overall": rec["scores"]["overall"],
+               "overall_ci95": rec["scores"]["overall_ci95"],
+               "tasks": {t: v["accuracy"] for t, v in rec["scores"]["tasks"].items()},
+               "prompts": rec["protocol"].get("prompts"), "sampler": rec["protocol"].get("sampler"),
+               "git_commit": rec["environment"].get("git_commit")}
+    atomic_write_json(dest / "heldout_scores.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.ship_world", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="finished training run folder (pipeline/, train_config.json, log.jsonl)")
+    p.add_argument("--dest", default=str(SHIPPED_WORLD), help="where to ship (default: the built-in world-tiny)")
+    p.add_argument("--no-score", action="store_true", help="skip the held-out GenEval run")
+    a, extra = p.parse_known_args(argv)
+    try:
+        manifest = ship(Path(a.run), Path(a.dest))
+        print(f"shipped {len(manifest['files'])} files -> {a.dest}")
+        if not a.no_score:
+            s = score(Path(a.dest), extra)
+            print(f"held-out GenEval-world {s['overall']:.3f} {s['overall_ci95']}")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
