@@ -253,9 +253,12 @@ def _save(objective: Objective, run: _Run, loop: LoopConfig, config: dict, step:
 def _write_run_files(objective: Objective, run: _Run, loop: LoopConfig, config: dict) -> None:
     out = Path(loop.out)
     out.mkdir(parents=True, exist_ok=True)
+    from snapgen.env import environment
+
     atomic_write_json(out / "train_config.json", {**config, **objective.record(), "objective": objective.name,
                                                   "torch_threads": torch.get_num_threads(),
-                                                  "processes": run.acc.num_processes})
+                                                  "processes": run.acc.num_processes,
+                                                  "environment": environment(run.acc.device)})
     trim_log(out / "log.jsonl", run.start)
 
 
