@@ -56,6 +56,10 @@ def wall_time_at(run: Path, step: int) -> float | None:
         return None
     rows = sorted({r["step"]: r for r in map(json.loads, filter(str.strip, log.read_text().splitlines()))}.values(),
                   key=lambda r: r["step"])
+    if rows and all("elapsed_s" in r and r.get("elapsed_from_step") == 0 for r in rows):
+        done = [r for r in rows if r["step"] < step]           # measured: wall clock at the last logged step
+        if done:                                               # before ``step``, plus its step time per missing step
+            return done[-1]["elapsed_s"] + done[-1]["step_time_s"] * (step - 1 - done[-1]["step"])
     starts = [r["step"] for r in rows] + [step]
     return sum(r["step_time_s"] * max(0, min(starts[i + 1], step) - r["step"]) for i, r in enumerate(rows)
                if r["step"] < step)

@@ -32,7 +32,15 @@ def ship(run: Path, dest: Path) -> dict:
         shutil.copy2(run / name, tmp / name)
     files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     train_cfg = json.loads((run / "train_config.json").read_text())
+    from evals.learning_curve import wall_time_at
+
+    last_step = train_cfg["steps"]
     manifest = {"name": "world-tiny", "files": files, "source_run": str(run),
+                # wall clock from writing train_config.json (models built, before step 0) to the checkpoint of the
+                # last step; and the log's own estimate (sum of step times)
+                "train_wall_s": (run / "checkpoints" / f"step-{last_step:07d}").stat().st_mtime
+                                - (run / "train_config.json").stat().st_mtime,
+                "train_wall_s_from_log": wall_time_at(run, last_step),
                 "train_command": f"python -m snapgen.train --out {run}",
                 "train_config": {k: v for k, v in train_cfg.items() if k != "unet_config"}}
     atomic_write_json(tmp / "manifest.json", manifest)

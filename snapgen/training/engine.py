@@ -277,6 +277,7 @@ def train_loop(objective: Objective, loop: LoopConfig, config: dict, progress: b
     if acc.is_main_process:
         _write_run_files(objective, run, loop, config)
     last: dict[str, float] = {}
+    t_start = time.perf_counter()
     bar = tqdm(range(run.start, loop.steps), initial=run.start, total=loop.steps, unit="step", desc=objective.name,
                disable=not (progress and acc.is_main_process))
     for step in bar:
@@ -287,6 +288,8 @@ def train_loop(objective: Objective, loop: LoopConfig, config: dict, progress: b
         final = step == loop.steps - 1
         if acc.is_main_process and (step % loop.log_every == 0 or final):
             rec = _log_record(objective, run, step, time.perf_counter() - t0, outs)
+            rec["elapsed_s"] = time.perf_counter() - t_start      # wall time since this process's first step
+            rec["elapsed_from_step"] = run.start                  # (0, or the step a resumed run started at)
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             last = rec["terms"]
