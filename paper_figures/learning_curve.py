@@ -1,0 +1,67 @@
+"""Learning-curve figure from a curve record: held-out GenEval-world (95% CI) and FID-world vs training steps
+and training wall time.
+
+    python -m paper_figures.learning_curve results/world/learning_curve-world-tiny.json
+    # -> results/figures/learning_curve-world-tiny.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def plot(record: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = record["points"]
+    steps = [p["step"] for p in pts]
+    minutes = [(p["train_wall_s"] or 0) / 60 for p in pts]
+    g = [p["geneval_overall"] for p in pts]
+    lo = [p["geneval_overall"] - p["geneval_ci95"][0] for p in pts]
+    hi = [p["geneval_ci95"][1] - p["geneval_overall"] for p in pts]
+    has_fid = all("fid" in p for p in pts)
+    fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 3.8), squeeze=False)
+    ax = axes[0][0]
+    ax.errorbar(steps, g, yerr=[lo, hi], marker="o", capsize=3, label="overall (95% CI)")
+    for task in ("colors", "single_object", "two_object", "position", "color_attr", "counting"):
+        ax.plot(steps, [p["geneval_tasks"].get(task) for p in pts], lw=0.8, alpha=0.6, label=task)
+    ax.set_xlabel("training step (batch %d)" % record["protocol"]["train_config"]["batch_size"])
+    ax.set_ylabel("GenEval-world, held-out prompts")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * (minutes[-1] / steps[-1] if steps[-1] else 0),
+                                               lambda m: m / (minutes[-1] / steps[-1]) if minutes[-1] else 0))
+    top.set_xlabel("training wall time (min, from the run's log)")
+    if has_fid:
+        ax2 = axes[0][1]
+        ax2.plot(steps, [p["fid"] for p in pts], marker="o", color="C3")
+        ax2.set_xlabel("training step")
+        ax2.set_ylabel(pts[0]["fid_key"] + " (lower is better)")
+        ax2.grid(alpha=0.3)
+    fig.suptitle(f"learning curve: {record['protocol']['run']}", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m paper_figures.learning_curve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("record", help="a learning-curve record written by `python -m evals.learning_curve`")
+    p.add_argument("--out", default=None, help="PNG path (default results/figures/<record name>.png)")
+    a = p.parse_args(argv)
+    rec = json.loads(Path(a.record).read_text())
+    out = Path(a.out) if a.out else Path("results") / "figures" / (Path(a.record).stem + ".png")
+    print(plot(rec, out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
