@@ -71,7 +71,26 @@ def score(dest: Path, extra: list[str]) -> dict:
                "prompts": rec["protocol"].get("prompts"), "sampler": rec["protocol"].get("sampler"),
                "git_commit": rec["environment"].get("git_commit")}
     atomic_write_json(dest / "heldout_scores.json", summary)
+    sample_figure(Path(rec["samples_jsonl"]), Path("results") / "figures" / "world_tiny_heldout_samples.png")
     return summary
+
+
+def sample_figure(samples_jsonl: Path, out: Path, per_task: int = 4) -> Path:
+    """Grid of the first sample of ``per_task`` prompts of every task, captioned with the reader's verdict."""
+    from PIL import Image
+
+    from snapgen.io import atomic_save_image
+    from snapgen.pipeline import image_grid
+
+    rows = [json.loads(x) for x in samples_jsonl.read_text().splitlines() if x.strip()]
+    picked, seen = [], {}
+    for r in rows:
+        if r["sample_index"] == 0 and seen.get(r["tag"], 0) < per_task:
+            seen[r["tag"]] = seen.get(r["tag"], 0) + 1
+            picked.append(r)
+    images = [Image.open(r["filename"]).convert("RGB") for r in picked]
+    captions = [("OK " if r["correct"] else "NO ") + r["prompt"].replace("a photo of ", "") for r in picked]
+    return atomic_save_image(out, image_grid(images, cols=per_task * 2, captions=captions, scale=5))
 
 
 def main(argv: list[str] | None = None) -> int:
