@@ -1,6 +1,7 @@
 """Sampler levers of one checkpoint: held-out GenEval-world over guidance scales x sampling steps, one record.
 
-    python -m evals.sampler_sweep --ckpt world-tiny --guidance 2 3 4.5 --steps 10 20 40
+    python -m evals.sampler_sweep --ckpt world-tiny --guidance 2 3 4.5 --steps 10 20 40     # the full grid
+    python -m evals.sampler_sweep --ckpt world-tiny --cells 2:20 4.5:20 3:10 3:40          # a cross through the default
 
 Every cell is a normal ``python -m evals.run geneval`` run (same prompts and seeds, so cells are paired);
 cell records go to ``results/world/sampler_sweep/``, the summary (overall + 95% CI per cell, and the paired
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", default="world-tiny")
     p.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 4.5])
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
+    p.add_argument("--cells", nargs="+", default=None, metavar="GUIDANCE:STEPS",
+                   help="explicit cells instead of the grid (the default cell is always added)")
     p.add_argument("--default", type=float, nargs=2, default=[3.0, 20], metavar=("GUIDANCE", "STEPS"),
                    help="the reference cell of the paired differences")
     p.add_argument("--n-per-prompt", type=int, default=4)
@@ -56,22 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     name = a.name or a.ckpt.replace("/", "-")
     t0 = time.time()
+    if a.cells:
+        try:
+            grid = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in a.cells]
+        except (IndexError, ValueError):
+            print(f"error: --cells takes GUIDANCE:STEPS pairs such as 3:20, got {a.cells}", file=sys.stderr)
+            return 2
+    else:
+        grid = [(g, s) for g in a.guidance for s in a.steps]
+    grid = list(dict.fromkeys([(a.default[0], int(a.default[1]))] + grid))
     cells = {}
-    for g in a.guidance:
-        for s in a.steps:
-            out = Path("results") / "world" / "sampler_sweep" / f"{name}-g{g:g}-s{s}.json"
-            if not out.exists():
-                rc = run_main(["geneval", "--ckpt", a.ckpt, "--guidance", str(g), "--steps", str(s), "--threads",
-                               str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--out", str(out),
-                               "--no-progress"])
-                if rc != 0:
-                    print(f"error: geneval exited {rc} for guidance {g}, steps {s}", file=sys.stderr)
-                    return rc
-            cells[(g, s)] = json.loads(out.read_text()) | {"_path": str(out)}
+    for g, s in grid:
+        out = Path("results") / "world" / "sampler_sweep" / f"{name}-g{g:g}-s{s}.json"
+        if not out.exists():
+            rc = run_main(["geneval", "--ckpt", a.ckpt, "--guidance", str(g), "--steps", str(s), "--threads",
+                           str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--out", str(out),
+                           "--no-progress"])
+            if rc != 0:
+                print(f"error: geneval exited {rc} for guidance {g}, steps {s}", file=sys.stderr)
+                return rc
+        cells[(g, s)] = json.loads(out.read_text()) | {"_path": str(out)}
     ref_key = (a.default[0], int(a.default[1]))
-    if ref_key not in cells:
-        print(f"error: --default {ref_key} is not one of the swept cells", file=sys.stderr)
-        return 2
     load = lambda rec: [json.loads(x) for x in Path(rec["samples_jsonl"]).read_text().splitlines()]
     ref_rows = load(cells[ref_key])
     rows = []
