@@ -211,7 +211,7 @@ def test_resume_is_exact(tmp_path, encoder_dir):
         for a, b in zip(straight[k].state_dict().values(), resumed[k].state_dict().values()):
             assert torch.equal(a, b)
     def log(d):  # loss lines without timings
-        timing = {"step_time_s", "images_per_s", "memory_mb"}
+        timing = {"step_time_s", "images_per_s", "memory_mb", "elapsed_s", "elapsed_from_step"}
         return [{k: v for k, v in json.loads(x).items() if k not in timing} for x in (d / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log(tmp_path / "b")] == [0, 1, 2, 3, 4, 5]
     assert log(tmp_path / "a") == log(tmp_path / "b")

@@ -36,7 +36,7 @@ def _latest(run: Path) -> Path:
     return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
 
 
-def _log(run: Path, drop=("step_time_s", "images_per_s", "memory_mb")) -> list[dict]:
+def _log(run: Path, drop=("step_time_s", "images_per_s", "memory_mb", "elapsed_s", "elapsed_from_step")) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (run / "log.jsonl").read_text().splitlines()]
 
 
