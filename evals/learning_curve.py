@@ -37,7 +37,13 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
     train_cfg = json.loads((run / "train_config.json").read_text())
     ema_dir = ck / "ema" if (ck / "ema").exists() else ck / "unet"
     unet = SnapGenUNet.from_pretrained(ema_dir)
-    text = TextEncoderStack.from_pretrained(ck / "text") if unet.config.cond == "text" else None
+    text = None
+    if unet.config.cond == "text":                         # the engine saves only the stack's trainable projection
+        text = TextEncoderStack.from_pretrained(run / "pipeline" / "text")   # (text_proj), so take the stack from
+        if (ck / "text_proj.safetensors").exists():                          # the finished run, its projection
+            from safetensors.torch import load_file                           # from this checkpoint
+
+            text.proj.load_state_dict(load_file(str(ck / "text_proj.safetensors")))
     pcfg = PipelineConfig(resolution=train_cfg["resolution"], steps=train_cfg.get("sample_steps", 20),
                           guidance=train_cfg.get("sample_guidance", 3.0))
     tmp = dest / "pipeline.partial"
