@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave as is)")
     p.add_argument("--results-dir", default="results/decoder", help="--world: where the JSON record goes")
     p.add_argument("--config", help="JSON or YAML file of TrainDecoderConfig fields")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config fields (typed; nested: decoder.norm_groups=4)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     hints = typing.get_type_hints(TrainDecoderConfig)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", default=None, help="student pipeline to start from (required for ladd)")
     p.add_argument("--out", default=None, help="output directory (default runs/distill/<stage>)")
     p.add_argument("--config", help="JSON or YAML file of DistillConfig fields")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, then exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)

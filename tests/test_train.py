@@ -80,6 +80,13 @@ def test_overrides_and_config_errors(tmp_path):
     assert train_main(["--dry-run"]) == 0
 
 
+def test_repeated_set_flags_accumulate(capsys):
+    # `--set a=1 --set b=2` must apply both (argparse's default "store" would keep only the last)
+    assert train_main(["--set", "steps=60", "--set", "log_every=10", "lr=0.01", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert (cfg["steps"], cfg["log_every"], cfg["lr"]) == (60, 10, 0.01)
+
+
 def test_batch_indices_are_disjoint_across_ranks_and_cover_epochs():
     a = batch_indices(0, 0, 2, 4, 20, seed=0)
     b = batch_indices(0, 1, 2, 4, 20, seed=0)
