@@ -4,7 +4,7 @@ above), which `pytest ablations` also runs."""
 from __future__ import annotations
 
 from ablations.costs import RESULTS, architecture_record, load_records
-from ablations.tables import architecture_table, write
+from ablations.tables.architecture import architecture_table, write
 from ablations.variants import REGISTRY
 
 

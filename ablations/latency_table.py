@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ablations.tables import write
+from ablations.tables.architecture import write
 from snapgen.latency import PAPER_IPHONE
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

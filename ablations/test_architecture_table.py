@@ -7,7 +7,7 @@ import pytest
 from ablations.bench import bench_unet_vs_sdxl
 from ablations.build_tables import build_architecture
 from ablations.costs import RESULTS, load_records
-from ablations.tables import architecture_table
+from ablations.tables.architecture import architecture_table
 from ablations.variants import PRESETS, REGISTRY
 
 REPEATS = int(os.environ.get("SNAPGEN_TABLE_REPEATS", "3"))

@@ -1,0 +1,47 @@
+"""Every markdown table of ``results/tables/``, written by this one package as pure functions of records.
+
+    python -m ablations.tables                  # regenerate every table from the records under results/
+    python -m ablations.tables geneval latency  # just these
+
+A table is registered in ``TABLES`` (name -> ``"module:function"``); the function takes the results root and
+returns the markdown text (it reads the records it needs with ``snapgen.records``, refuses malformed ones, and
+must give byte-identical output for the same records). Figures are drawn by ``paper_figures``.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Callable
+
+from snapgen.io import atomic_write_text
+from snapgen.paths import results_root
+
+# name -> "module:function(results_root) -> markdown"; results/tables/<name>.md
+TABLES: dict[str, str] = {
+    "architecture": "ablations.tables.architecture:render",
+    "decoders": "ablations.tables.decoders:render",
+    "latency": "ablations.tables.latency:render",
+    "geneval": "ablations.tables.evaluation:render_geneval",
+    "dpg": "ablations.tables.evaluation:render_dpg",
+}
+
+
+def renderer(name: str) -> Callable[[Path], str]:
+    if name not in TABLES:
+        close = difflib.get_close_matches(name, TABLES, n=3, cutoff=0.4)
+        raise KeyError(f"unknown table {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                       + f" (known: {', '.join(TABLES)})")
+    module, _, fn = TABLES[name].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def write_table(name: str, text: str, root: Path | None = None) -> Path:
+    """``results/tables/<name>.md`` (atomic)."""
+    return atomic_write_text((root or results_root()) / "tables" / f"{name}.md", text)
+
+
+def regenerate(names: list[str] | None = None, root: Path | None = None) -> list[Path]:
+    """Render and write the named tables (all by default) from the records under ``root``."""
+    root = root or results_root()
+    return [write_table(n, renderer(n)(root), root) for n in (names or list(TABLES))]

@@ -1,0 +1,28 @@
+"""python -m ablations.tables [NAME ...] [--results DIR]: regenerate tables from records."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ablations.tables import TABLES, regenerate
+from snapgen.records import RecordError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ablations.tables", description=__doc__)
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help=f"tables to write (default: all): {', '.join(TABLES)}")
+    p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
+    a = p.parse_args(argv)
+    try:
+        for path in regenerate(a.names or None, a.results):
+            print(path)
+    except (KeyError, RecordError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
