@@ -4,13 +4,14 @@
     python -m ablations ls --json          # with params, GFLOPs (FLOPs = 2 x MACs, attention included), resolution
     python -m ablations show snapgen-t2i   # config, lineage, costs
     python -m ablations diff t2i-baseline snapgen-t2i
-    python -m ablations table --repeats 5  # records + results/tables/architecture.md (+ figure)
+    python -m ablations table --repeats 5  # records + results/tables/architecture.md (figure: paper_figures.pareto)
     python -m ablations bench --latent 32  # SnapGen vs SDXL U-Net latency in one run (record)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ablations.registry import RegistryError, config_diff
@@ -70,10 +71,12 @@ def cmd_table(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from ablations.bench import bench_unet_vs_sdxl
+    from ablations.bench import bench_path, bench_unet_vs_sdxl
+    from snapgen.records import value
 
     rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats)
-    print(json.dumps({k: rec[k] for k in ("latency_ratio", "flops_ratio", "path")}, indent=2))
+    print(json.dumps({**{k: value(rec, k) for k in ("latency_ratio", "flops_ratio")},
+                      "path": str(bench_path(a.snapgen, a.latent))}, indent=2))
     return 0
 
 
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     s.add_argument("a", choices=REGISTRY.names(), metavar="A")
     s.add_argument("b", choices=REGISTRY.names(), metavar="B")
     s.set_defaults(fn=cmd_diff)
-    s = sub.add_parser("table", help="measure every variant, write records, the Markdown table and the figure")
+    s = sub.add_parser("table", help="measure every variant, write the records and the Markdown table")
     s.add_argument("--variants", nargs="*", choices=REGISTRY.names(), metavar="NAME")
     s.add_argument("--latent", type=int, default=32, help="latent side for CPU latency (32 = 256 px)")
     s.add_argument("--warmup", type=int, default=1)
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
     except RegistryError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m ablations ls --json | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,22 +1,54 @@
 """Benchmark (a record, not a timed test): SnapGen vs the SDXL U-Net, CPU latency at the same latent
-size measured in one run (interleaved, so machine noise hits both), with the FLOPs ratio beside it."""
+size measured in one run (interleaved, so machine noise hits both), with the FLOPs ratio beside it.
+
+The record (kind "benchmark", ``results/bench/unet_<snapgen>_vs_sdxl_latent<latent>.json``):
+
+    name       "<snapgen>-vs-sdxl-unet"
+    protocol   device, latent, resolution_px, batch, dtype, threads, warmup, repeats, order ("interleaved")
+    scores     latency_ratio / flops_ratio / params_ratio   SDXL / SnapGen (higher_is_better null, unit "x")
+               cpu_ms_median_<res>px_<variant>              each model's median (n = repeats)
+    details    rows: per model params, FLOPs at the latent size and every latency statistic
+"""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
-from ablations.costs import RESULTS
 from ablations.models import build_model, example_inputs
 from ablations.variants import REGISTRY
 from snapgen.cost import count_flops, count_params, summarize_times
 from snapgen.env import environment
-from snapgen.io import atomic_write_json
+from snapgen.paths import results_dir
+from snapgen.records import RecordError, make_record, score, write_record
+
+KIND = "benchmark"
+REFERENCE = "sdxl-unet"
+PROTOCOL_KEYS = ("device", "latent", "resolution_px", "batch", "dtype", "threads", "warmup", "repeats", "order")
+
+
+def bench_path(snapgen: str = "snapgen-t2i", latent: int = 32) -> Path:
+    return results_dir("bench") / f"unet_{snapgen}_vs_sdxl_latent{latent}.json"
+
+
+def bench_envelope(snapgen: str, protocol: dict, rows: dict[str, dict], environment_: dict) -> dict:
+    """The record from the settings and per-model rows (shared by a new run and by ``migrate_v1``)."""
+    s, x = rows[snapgen], rows[REFERENCE]
+    scores = {"latency_ratio": score(x["median_ms"] / s["median_ms"], higher_is_better=None, unit="x"),
+              "flops_ratio": score(x["flops"] / s["flops"], higher_is_better=None, unit="x"),
+              "params_ratio": score(x["params"] / s["params"], higher_is_better=None, unit="x")}
+    for name, row in rows.items():
+        scores[f"cpu_ms_median_{protocol['resolution_px']}px_{name}"] = score(
+            row["median_ms"], n=row["n"], higher_is_better=False, unit="ms")
+    details = {"snapgen": snapgen, "reference": REFERENCE, "ratios": "reference / snapgen", "rows": rows}
+    return make_record(KIND, f"{snapgen}-vs-{REFERENCE}", protocol, scores, details, environment_)
 
 
 def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5) -> dict:
+    """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(snapgen, latent)``)."""
     torch.manual_seed(0)
-    variants = [REGISTRY.get(snapgen), REGISTRY.get("sdxl-unet")]
+    variants = [REGISTRY.get(snapgen), REGISTRY.get(REFERENCE)]
     models = [build_model(v, "cpu", timing_init=True) for v in variants]
     inputs = [example_inputs(v, latent=latent) for v in variants]
     times: list[list[float]] = [[], []]
@@ -32,14 +64,20 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
     flops = [count_flops(m, *a, **k).total for m, (a, k) in zip(models, inputs)]
     rows = {v.name: {"params": count_params(m), "flops": f, **summarize_times(t, warmup).to_dict()}
             for v, m, f, t in zip(variants, models, flops, times)}
-    s, x = rows[variants[0].name], rows["sdxl-unet"]
-    rec = {"kind": "bench_unet_vs_sdxl", "latent": latent, "resolution_px": latent * 8, "batch": 1,
-           "dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(), "warmup": warmup,
-           "repeats": repeats, "order": "interleaved", "rows": rows,
-           "latency_ratio": x["median_ms"] / s["median_ms"], "flops_ratio": x["flops"] / s["flops"],
-           "params_ratio": x["params"] / s["params"], "environment": environment("cpu"),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = RESULTS / "bench" / f"unet_{snapgen}_vs_sdxl_latent{latent}.json"
-    rec["path"] = str(path)
-    atomic_write_json(path, rec)
+    protocol = {"device": "cpu", "latent": latent, "resolution_px": latent * 8, "batch": 1, "dtype": "float32",
+                "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "order": "interleaved"}
+    rec = bench_envelope(snapgen, protocol, rows, environment("cpu"))
+    write_record(bench_path(snapgen, latent), rec)
     return rec
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    """A schema-1 "bench_unet_vs_sdxl" record in the envelope (numbers carried over; the ratios are recomputed
+    from the same rows with the same expressions, so they are bit-identical; the old absolute ``path`` is dropped)."""
+    snapgen = next(n for n in old["rows"] if n != REFERENCE)
+    env = {"versions": None, "threads": old.get("threads"), "git_commit": None, **old["environment"]}
+    rec = bench_envelope(snapgen, {k: old[k] for k in PROTOCOL_KEYS}, old["rows"], env)
+    for k in ("latency_ratio", "flops_ratio", "params_ratio"):
+        if rec["scores"][k]["value"] != old[k]:
+            raise RecordError(f"{path}: recomputed {k} {rec['scores'][k]['value']!r} != stored {old[k]!r}")
+    return {**rec, "created": old.get("created")}

@@ -1,13 +1,17 @@
 """Pareto charts from records: cost axes against each other (params, GFLOPs, CPU latency) and, where
 quality records exist, quality against cost. Pure function of ``results/``.
 
-    python -m paper_figures.pareto --results results --out results/figures/architecture_pareto.png
+    python -m paper_figures.pareto                      # -> results/figures/architecture_pareto.png
+    python -m paper_figures.pareto --results /tmp/r --out /tmp/pareto.png
+
+Reads the architecture records (kind "architecture", ``snapgen.records`` envelope): scores ``params``,
+``gflops_<res>`` and ``cpu_ms_median_<px>px``.
 """
 from __future__ import annotations
 
 import argparse
 import io
-import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from snapgen.io import atomic_write_bytes  # noqa: E402
+from snapgen.paths import results_root  # noqa: E402
+from snapgen.records import RecordError, read_records, value  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -27,11 +33,23 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+def _params_m(r: dict) -> float:
+    return value(r, "params") / 1e6
+
+
+def _gflops(r: dict) -> float:
+    return value(r, f"gflops_{r['protocol']['resolution_px']}")
+
+
+def _cpu_ms(r: dict) -> float:
+    return value(r, f"cpu_ms_median_{r['protocol']['latency']['resolution_px']}px")
+
+
 def _panel(ax, records: list[dict], xkey, ykey, xlabel: str, ylabel: str, title: str) -> None:
     pts = [(xkey(r), ykey(r)) for r in records]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color="tab:blue", zorder=3)
     for r, (x, y) in zip(records, pts):
-        ax.annotate(r["variant"].split("-", 1)[-1], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.annotate(r["name"].split("-", 1)[-1], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
     front = pareto_front(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="tab:red", lw=1, label="Pareto front")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xscale="log", yscale="log")
@@ -40,17 +58,17 @@ def _panel(ax, records: list[dict], xkey, ykey, xlabel: str, ylabel: str, title:
 
 
 def architecture_pareto(records: list[dict]) -> bytes:
-    groups = {"ImageNet 256 (class-cond.)": [r for r in records if r["variant"].startswith(("in256", "snapgen-in256"))],
-              "Text-to-image 1024 px": [r for r in records if r["variant"].startswith(("t2i", "snapgen-t2i", "sdxl"))]}
+    groups = {"ImageNet 256 (class-cond.)": [r for r in records if r["name"].startswith(("in256", "snapgen-in256"))],
+              "Text-to-image 1024 px": [r for r in records if r["name"].startswith(("t2i", "snapgen-t2i", "sdxl"))]}
     fig, axes = plt.subplots(2, 2, figsize=(11, 9))
     for row, (title, recs) in enumerate(groups.items()):
-        recs = sorted(recs, key=lambda r: r["variant"])
-        _panel(axes[row, 0], recs, lambda r: r["params"] / 1e6, lambda r: r["gflops"], "params (M)",
-               f"GFLOPs @{recs[0]['resolution'] if recs else ''}px", title)
-        timed = [r for r in recs if r.get("latency_cpu")]
+        recs = sorted(recs, key=lambda r: r["name"])
+        _panel(axes[row, 0], recs, _params_m, _gflops, "params (M)",
+               f"GFLOPs @{recs[0]['protocol']['resolution_px'] if recs else ''}px", title)
+        timed = [r for r in recs if r["protocol"]["latency"]]
         if timed:
-            lat = timed[0]["latency_cpu"]
-            _panel(axes[row, 1], timed, lambda r: r["gflops"], lambda r: r["latency_cpu"]["median_ms"],
+            lat = timed[0]["protocol"]["latency"]
+            _panel(axes[row, 1], timed, _gflops, _cpu_ms,
                    "GFLOPs (reference resolution)", f"CPU ms @{lat['resolution_px']}px (fp32, b=1)", title)
     fig.suptitle("SnapGen architecture evolution: cost Pareto (generated from results/architecture)", fontsize=10)
     fig.tight_layout()
@@ -60,16 +78,27 @@ def architecture_pareto(records: list[dict]) -> bytes:
     return buf.getvalue()
 
 
+def load(root: Path) -> list[dict]:
+    """The architecture records under ``root/architecture`` (validated), in path order."""
+    return list(read_records(Path(root) / "architecture", "architecture").values())
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="results", help="results folder (reads results/architecture/*.json)")
-    p.add_argument("--out", default="results/figures/architecture_pareto.png")
+    p = argparse.ArgumentParser(prog="python -m paper_figures.pareto", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
+    p.add_argument("--out", type=Path, default=None, help="PNG path (default: <results>/figures/architecture_pareto.png)")
     a = p.parse_args(argv)
-    recs = [json.loads(f.read_text()) for f in sorted(Path(a.results, "architecture").glob("*.json"))]
+    root = a.results or results_root()
+    try:
+        recs = load(root)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not recs:
-        p.error(f"no records in {Path(a.results, 'architecture')}: run `python -m ablations table` first")
-    atomic_write_bytes(a.out, architecture_pareto(recs))
-    print(a.out)
+        p.error(f"no records in {root / 'architecture'}: run `python -m ablations table` first")
+    out = atomic_write_bytes(a.out or root / "figures" / "architecture_pareto.png", architecture_pareto(recs))
+    print(out)
     return 0
 
 
