@@ -284,3 +284,53 @@ def test_sqrtm_and_svd_agree_on_real_features(folders, cache_dir, result_ab):
     assert slow == pytest.approx(fid.fid_from_features(gen, ref["features"], method="svd"), rel=1e-5)
     assert slow == pytest.approx(result_ab["fid"], rel=1e-5)
     assert scipy.linalg.norm(ref["sigma"] - np.cov(ref["features"].astype(np.float64).T)) < 1e-8
+
+
+# ------------------------------------------------------------------------- pinned values (no drift)
+# Recorded from the single-file evals/metrics/fid.py before it was split by concept (issue 14); any
+# refactor of the FID family must reproduce them. Inputs are fixed arrays / fixed photo crops.
+
+def _pinned_arrays() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    x = (rng.standard_normal((50, 16)) @ rng.standard_normal((16, 16)) * 0.5).astype(np.float32)
+    y = (rng.standard_normal((40, 16)) * 1.3 + 0.25).astype(np.float32)
+    return x, y
+
+
+def test_pinned_fid_kid_and_spread_of_fixed_arrays():
+    x, y = _pinned_arrays()
+    assert fid.fid_from_features(x, y, method="sqrtm") == pytest.approx(30.46974082046836, rel=1e-10)
+    assert fid.fid_from_features(x, y, method="svd") == pytest.approx(30.46974082046841, rel=1e-10)
+    mean, std = fid.kid_from_features(x, y, subsets=10, subset_size=20)
+    assert (mean, std) == (pytest.approx(5.193279115575729, rel=1e-10), pytest.approx(2.1485394356558376, rel=1e-10))
+    mu, sigma = fid.feature_statistics(y)
+    spread = fid.fid_subset_spread(x, mu, sigma, n_subsets=4, fraction=0.5, seed=3)
+    assert spread["subset_size"] == 25
+    np.testing.assert_allclose(spread["values"], [31.917276169869673, 31.368692902125204, 32.941385612927135,
+                                                  28.836094573856244], rtol=1e-10)
+    assert spread["std"] == pytest.approx(1.7460492297149144, rel=1e-9)
+
+
+def test_pinned_inception_features_of_fixed_photos(cache_dir):
+    features = fid.extract_features(_photo_crops(2, seed=7), cache_dir=cache_dir)       # (2, 2048) float32
+    np.testing.assert_allclose(features[:, :4], [[0.8320662379264832, 0.22888901829719543, 0.24461773037910461,
+                                                  0.027380235493183136],
+                                                 [0.07011383771896362, 0.1882506161928177, 0.3146194815635681,
+                                                  0.005814508069306612]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features.astype(np.float64).sum(axis=1), [737.8936536738474, 569.4154544734047],
+                               rtol=1e-6)
+
+
+def test_pinned_compute_fid_values(result_ab):
+    assert result_ab["fid"] == pytest.approx(111.22433899037725, rel=1e-6)
+    assert result_ab["kid_mean"] == pytest.approx(-0.03501683021882412, rel=1e-5)
+    assert result_ab["fid_spread"]["mean"] == pytest.approx(184.22772504419473, rel=1e-6)
+
+
+def test_pinned_reference_key(tmp_path):
+    """The cache key covers PREPROCESSING and the torch-fidelity version: a changed contract must change it."""
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i:05d}.png")
+        files[-1].write_bytes(bytes([i]) * 100)
+    assert fid.reference_key(files, "w" * 64) == "dd992110235578a53db0b45a3e07f0c15d9daf0e3fd9133ae162da54cde05d48"
