@@ -3,7 +3,18 @@
 The SD3 VAE is not available offline, so a toy ``AutoencoderKL`` with SD3's latent layout (16 channels,
 8x down, mid attention) is trained on world scenes first; its frozen encoder then feeds the tiny decoder,
 trained by the engine (``snapgen.train_decoder.train``). Held-out PSNR/SSIM (and LPIPS when its weights
-are given) of both decoders and their CPU latency go into one JSON record.
+are given) of both decoders and their CPU latency go into one record (``snapgen.records`` envelope) at
+``results/decoder/world_proof_<hash of the proof config>.json``.
+
+The record's kind is "decoder" (what it measures is the decoder: reconstruction quality and latency of the tiny
+decoder against the stand-in VAE decoder; the training that produced it is its provenance, in ``details``):
+
+    name       "tiny-decoder-world-proof"
+    protocol   proof_config, standin_vae_config, latency_settings, metric_settings (image range, SSIM settings)
+    scores     psnr_heldout_<decoder> (dB), ssim_heldout_<decoder>, lpips_vgg_heldout_<decoder> (when computed),
+               n = held-out images; cpu_ms_median_<px>px_<decoder> (n = repeats); speedup_<px>px (stand-in / tiny);
+               params_<decoder>_decoder                       <decoder> in {tiny, standin_vae}
+    details    decoder_train_config, metrics_detail, final_losses, wall_s, lpips_reason
 
     python -m snapgen.experiments.decoder_world_proof --out runs/decoder_world --threads 1
     python -m snapgen.train_decoder --world --out runs/decoder_world          # the same, from the trainer's CLI
@@ -20,11 +31,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from snapgen.io import atomic_write_json, sha256_json
+from snapgen.io import sha256_json
 from snapgen.models.decoder import TINY_DECODER_PRESETS, TinyDecoder
 from snapgen.recon_metrics import try_load_lpips
 from snapgen.train_decoder import TrainDecoderConfig, train
 from snapgen.training.decoder_data import TensorImages, load_frozen_encoder, render_world, sample_batch
+
+KIND = "decoder"
+NAME = "tiny-decoder-world-proof"
+DECODERS = ("standin_vae", "tiny")  # the two decoders compared, as named in scores and details
 
 STANDIN_VAE_CONFIG = dict(  # SD3-like latent space (16 ch, 8x, mid attention) at toy widths
     in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 32, 32, 64),
@@ -98,12 +113,52 @@ def latency(vae, tiny: TinyDecoder, pc: WorldProofConfig) -> dict:
     return out
 
 
-def run_world_proof(out: Path, results_dir: Path, pc: WorldProofConfig = WorldProofConfig(), threads: int = 1,
-                    vgg16_weights=None, lpips_weights=None, progress: bool = True) -> dict:
-    """Stand-in VAE -> frozen encoder -> tiny decoder; held-out PSNR/SSIM + CPU latency -> JSON record."""
+def _lat_px(key: str) -> int:
+    """``"latent32_px256"`` -> 256."""
+    return int(key.rsplit("_px", 1)[1])
+
+
+def world_proof_envelope(proof_config: dict, standin_vae_config: dict, params: dict, metrics: dict, latency: dict,
+                         latency_settings: dict, details: dict, environment_: dict) -> dict:
+    """The record (shared by a new run and ``migrate_v1``). ``metrics``: decoder -> reconstruction_metrics dict;
+    ``latency``: ``"latent<s>_px<p>"`` -> {standin_vae_ms, tiny_ms, speedup}; ``params``: <decoder>_decoder -> count."""
+    from snapgen.records import make_record, score
+
+    scores = {}
+    for dec in DECODERS:
+        m = metrics[dec]
+        scores[f"psnr_heldout_{dec}"] = score(m["psnr"], n=m["n_images"], unit="dB")
+        scores[f"ssim_heldout_{dec}"] = score(m["ssim"], n=m["n_images"])
+        if m.get("lpips") is not None:
+            scores[f"lpips_vgg_heldout_{dec}"] = score(m["lpips"], n=m["n_images"], higher_is_better=False)
+    for key, row in sorted(latency.items(), key=lambda kv: _lat_px(kv[0])):
+        px = _lat_px(key)
+        for dec in DECODERS:
+            scores[f"cpu_ms_median_{px}px_{dec}"] = score(row[f"{dec}_ms"], n=latency_settings["repeats"],
+                                                          higher_is_better=False, unit="ms")
+        scores[f"speedup_{px}px"] = score(row["speedup"], higher_is_better=None, unit="x")
+    for k, n in params.items():
+        scores[f"params_{k}"] = score(n, higher_is_better=None, unit="params")
+    some = metrics[DECODERS[0]]
+    protocol = {"proof_config": proof_config, "standin_vae_config": standin_vae_config,
+                "latency_settings": latency_settings,
+                "metric_settings": {"image_range": some["image_range"], "ssim_settings": some["ssim_settings"]}}
+    return make_record(KIND, NAME, protocol, scores, {**details, "metrics_detail": metrics}, environment_)
+
+
+def record_path(results_dir: Path, proof_config: dict) -> Path:
+    return results_dir / f"world_proof_{sha256_json(proof_config)[:10]}.json"
+
+
+def run_world_proof(out: Path, results_dir: Path | None = None, pc: WorldProofConfig = WorldProofConfig(),
+                    threads: int = 1, vgg16_weights=None, lpips_weights=None, progress: bool = True) -> dict:
+    """Stand-in VAE -> frozen encoder -> tiny decoder; held-out PSNR/SSIM + CPU latency -> a record written to
+    ``record_path(results_dir or results/decoder, ...)``; returns ``{"record", "record_path"}``."""
     from snapgen.cost import count_params
     from snapgen.env import environment
+    from snapgen.paths import results_dir as results_folder
     from snapgen.recon_metrics import reconstruction_metrics
+    from snapgen.records import write_record
 
     t0 = time.perf_counter()
     train_pool = TensorImages(render_world(pc.n_train, pc.resolution, pc.seed))
@@ -122,32 +177,42 @@ def run_world_proof(out: Path, results_dir: Path, pc: WorldProofConfig = WorldPr
     lp = try_load_lpips(vgg16_weights, lpips_weights)
     m_vae = reconstruction_metrics(rec_vae, held_out, *lp).to_dict()
     m_tiny = reconstruction_metrics(rec_tiny, held_out, *lp).to_dict()
-    record = {
-        "kind": "tiny_decoder_world_proof", "proof_config": asdict(pc), "decoder_train_config": cfg.to_dict(),
-        "standin_vae_config": STANDIN_VAE_CONFIG,
-        "params": {"standin_vae_decoder": count_params(frozen.decoder), "tiny_decoder": count_params(tiny)},
-        "psnr": {"standin_vae": m_vae["psnr"], "tiny": m_tiny["psnr"]},
-        "ssim": {"standin_vae": m_vae["ssim"], "tiny": m_tiny["ssim"]},
-        "lpips": None if lp[0] is None else {"standin_vae": m_vae["lpips"], "tiny": m_tiny["lpips"]},
-        "lpips_reason": lp[1], "metrics_detail": {"standin_vae": m_vae, "tiny": m_tiny},
-        "latency": latency(frozen, tiny, pc),
-        "latency_settings": {"device": "cpu", "dtype": "float32", "batch": 1, "warmup": 2,
-                             "repeats": pc.latency_repeats, "stat": "median", "torch_threads": torch.get_num_threads()},
-        "final_losses": res["last"], "wall_s": {"standin_vae": t_vae, "tiny_decoder": t_dec,
-                                                "total": time.perf_counter() - t0},
-        "env": {**environment("cpu"), "torch": torch.__version__, "threads_requested": threads},
-    }
-    path = results_dir / f"world_proof_{sha256_json(record['proof_config'])[:10]}.json"
-    atomic_write_json(path, record)
-    record["record_path"] = str(path)
-    return record
+    latency_settings = {"device": "cpu", "dtype": "float32", "batch": 1, "warmup": 2, "repeats": pc.latency_repeats,
+                        "stat": "median", "torch_threads": torch.get_num_threads()}
+    details = {"decoder_train_config": cfg.to_dict(), "final_losses": res["last"], "lpips_reason": lp[1],
+               "wall_s": {"standin_vae": t_vae, "tiny_decoder": t_dec, "total": time.perf_counter() - t0}}
+    params = {"standin_vae_decoder": count_params(frozen.decoder), "tiny_decoder": count_params(tiny)}
+    env = {**environment("cpu"), "torch": torch.__version__, "threads_requested": threads}
+    record = world_proof_envelope(asdict(pc), STANDIN_VAE_CONFIG, params, {"standin_vae": m_vae, "tiny": m_tiny},
+                                  latency(frozen, tiny, pc), latency_settings, details, env)
+    path = write_record(record_path(results_dir or results_folder("decoder"), asdict(pc)), record)
+    return {"record": record, "record_path": str(path)}
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    """A schema-1 "tiny_decoder_world_proof" record in the envelope: ``env`` becomes ``environment``; every number
+    is carried over (the top-level psnr/ssim/lpips were copies of ``metrics_detail``); the old record has no
+    ``created`` (set to null)."""
+    from snapgen.records import RecordError
+
+    for metric in ("psnr", "ssim"):
+        for dec in DECODERS:
+            if old[metric][dec] != old["metrics_detail"][dec][metric]:
+                raise RecordError(f"{path}: {metric}.{dec} differs from metrics_detail.{dec}.{metric}")
+    details = {"decoder_train_config": old["decoder_train_config"], "final_losses": old["final_losses"],
+               "lpips_reason": old["lpips_reason"], "wall_s": old["wall_s"]}
+    env = {"versions": None, "threads": old["latency_settings"].get("torch_threads"), "git_commit": None, **old["env"]}
+    rec = world_proof_envelope(old["proof_config"], old["standin_vae_config"], old["params"], old["metrics_detail"],
+                               old["latency"], old["latency_settings"], details, env)
+    return {**rec, "created": old.get("created")}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m snapgen.experiments.decoder_world_proof", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/decoder_world", help="run folder (standin_vae/, tiny_decoder/)")
-    p.add_argument("--results-dir", default="results/decoder", help="where the JSON record goes")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where the record goes (default: results/decoder under snapgen.paths.results_root())")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave as is)")
     p.add_argument("--vgg16-weights", help="local torchvision vgg16 state dict (LPIPS trunk)")
     p.add_argument("--lpips-weights", help="local LPIPS v0.1 linear layers (vgg.pth)")
@@ -160,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    rec = run_world_proof(Path(args.out), Path(args.results_dir), pc, threads=torch.get_num_threads(),
+    out = run_world_proof(Path(args.out), args.results_dir, pc, threads=torch.get_num_threads(),
                           vgg16_weights=args.vgg16_weights, lpips_weights=args.lpips_weights)
-    print(json.dumps({k: rec[k] for k in ("record_path", "psnr", "ssim", "latency", "wall_s")}, indent=2))
+    print(json.dumps({"record_path": out["record_path"],
+                      "scores": {k: s["value"] for k, s in out["record"]["scores"].items()}}, indent=2))
     return 0
 
 
