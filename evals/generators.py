@@ -48,15 +48,39 @@ class SnapGenGenerator(Generator):
         self.domain = _domain(path)
         self.name = f"snapgen:{path}"
 
+    @classmethod
+    def from_pipeline(cls, pipe, steps: int | None = None, guidance: float | None = None, batch_size: int = 16):
+        """An in-memory ``SnapGenPipeline`` (``evals.evaluate(..., generator=pipe)``); identified by the sha256
+        of its weights and config instead of a folder."""
+        self = cls.__new__(cls)
+        self.path, self.pipe, self.batch_size = None, pipe, batch_size
+        self.steps = steps or pipe.config.steps
+        self.guidance = pipe.config.guidance if guidance is None else guidance
+        self.resolution, self.domain = pipe.config.resolution, "generic"
+        self.weights_sha256 = _module_sha256(pipe.unet)
+        self.name = f"snapgen-in-memory-{self.weights_sha256[:12]}"
+        return self
+
     def generate(self, prompts, seeds, metadata=None):
         return self.pipe.generate(prompts, seeds, steps=self.steps, guidance=self.guidance, batch_size=self.batch_size)
 
     def protocol(self):
-        return {"generator": "snapgen", "checkpoint": str(self.path),
-                "checkpoint_sha256": sha256_dir(self.path, ("*.safetensors", "*.json")),
+        return {"generator": "snapgen", "checkpoint": str(self.path) if self.path else "in-memory",
+                "checkpoint_sha256": (sha256_dir(self.path, ("*.safetensors", "*.json")) if self.path
+                                      else self.weights_sha256),
                 "steps": self.steps, "guidance": self.guidance, "sampler": "euler (rectified flow)",
                 "shift": self.pipe.config.shift, "resolution": self.resolution, "negative_prompt": None,
                 "threads": self.threads, **self.pipe.protocol()}
+
+
+def _module_sha256(module: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _domain(path: Path) -> str:
@@ -77,6 +101,18 @@ class DiffusersGenerator(Generator):
         self.resolution = resolution or 1024
         self.name = f"diffusers:{path}"
 
+    @classmethod
+    def from_pipeline(cls, pipe, steps, guidance, resolution, negative_prompt, batch_size, device):
+        """An in-memory diffusers pipeline (``evals.evaluate(..., generator=pipe)``), identified by its weights."""
+        self = cls.__new__(cls)
+        self.path, self.device, self.batch_size, self.pipe = None, device, batch_size, pipe
+        self.steps, self.guidance, self.negative_prompt = steps or 28, guidance, negative_prompt
+        self.resolution = resolution or 1024
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        self.weights_sha256 = _module_sha256(denoiser) if denoiser is not None else None
+        self.name = f"diffusers-in-memory-{(self.weights_sha256 or 'unknown')[:12]}"
+        return self
+
     def generate(self, prompts, seeds, metadata=None):
         gens = [torch.Generator(self.device).manual_seed(s % 2**63) for s in seeds]
         kw = {"num_inference_steps": self.steps, "height": self.resolution, "width": self.resolution}
@@ -87,8 +123,10 @@ class DiffusersGenerator(Generator):
         return self.pipe(prompt=list(prompts), generator=gens, **kw).images
 
     def protocol(self):
-        return {"generator": "diffusers", "class": type(self.pipe).__name__, "checkpoint": str(self.path),
-                "checkpoint_sha256": sha256_dir(self.path, ("*.json", "*.safetensors")), "steps": self.steps,
+        return {"generator": "diffusers", "class": type(self.pipe).__name__,
+                "checkpoint": str(self.path) if self.path else "in-memory",
+                "checkpoint_sha256": (sha256_dir(self.path, ("*.json", "*.safetensors")) if self.path
+                                      else self.weights_sha256), "steps": self.steps,
                 "guidance": self.guidance, "resolution": self.resolution, "negative_prompt": self.negative_prompt,
                 "sampler": type(self.pipe.scheduler).__name__, "threads": self.threads}
 

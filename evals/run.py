@@ -8,6 +8,8 @@
     python -m evals.run clip --ckpt PIPE --clip-weights ViT-L-14.pt --prompts captions.txt
     python -m evals.run latency --variant snapgen-t2i --target cpu
     python -m evals.run compare results/geneval/a.json results/geneval/b.json
+
+Every benchmark runs through the one evaluator of ``evals.api`` (also usable from Python: ``evals.evaluate``).
 """
 from __future__ import annotations
 
@@ -18,78 +20,67 @@ import sys
 
 from snapgen.io import MissingWeightsError
 
-# benchmark name -> plugin module (NAME, HELP, add_arguments, run)
-PLUGINS = {
-    "geneval": "evals.benchmarks.geneval",
-    "dpg": "evals.benchmarks.dpg",
-    "fid": "evals.benchmarks.fid",
+# commands that are not evaluations of a generator (module with NAME, HELP, add_arguments, run)
+COMMANDS = {
     "fid-ref": "evals.benchmarks.fid_ref",
-    "clip": "evals.benchmarks.clip",
-    "imagereward": "evals.benchmarks.imagereward",
     "latency": "evals.latency",
 }
 
 
-def _plugins() -> dict:
-    found = {}
-    for name, mod in PLUGINS.items():
-        try:
-            found[name] = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-    return found
+def _commands() -> dict:
+    return {name: importlib.import_module(mod) for name, mod in COMMANDS.items()}
 
 
-def cmd_ls(plugins: dict) -> int:
-    for name, mod in plugins.items():
+def cmd_ls(benches: dict, commands: dict) -> int:
+    for name, b in benches.items():
+        print(f"{name:12s} {b.help}")
+        for m in b.metrics:
+            arrow = {True: "higher is better", False: "lower is better", None: "descriptive"}[m.higher_is_better]
+            print(f"{'':14s}{m.key:34s} {m.unit:10s} {arrow}")
+    for name, mod in commands.items():
         print(f"{name:12s} {getattr(mod, 'HELP', '')}")
-    print(f"{'compare':12s} compare two result records (refuses mismatched protocols unless --force)")
-    return 0
-
-
-def cmd_compare(argv: list[str]) -> int:
-    from evals.records import compare
-
-    p = argparse.ArgumentParser(prog="python -m evals.run compare")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--force", action="store_true", help="print the score differences even if protocols differ")
-    a = p.parse_args(argv)
-    ra, rb = (json.loads(open(x).read()) for x in (a.a, a.b))
-    mismatch, rows = compare(ra, rb)
-    if mismatch:
-        print("PROTOCOL MISMATCH: these settings differ, so the scores are not comparable:")
-        for k, x, y in mismatch:
-            print(f"  {k}: {x!r} != {y!r}")
-        if not a.force:
-            return 3
-    print(f"{'metric':40s} {'A':>10s} {'B':>10s} {'B-A':>10s}")
-    for k, x, y, d in rows:
-        print(f"{k:40s} {x:10.4f} {y:10.4f} {d:+10.4f}")
+    print(f"{'compare':12s} compare result records (paired differences with CIs when they share prompts and seeds)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from evals.api import benchmarks, evaluate_args
+    from snapgen.records import RecordError
+
     argv = sys.argv[1:] if argv is None else argv
-    plugins = _plugins()
     if argv[:1] == ["compare"]:
-        return cmd_compare(argv[1:])
+        from evals.compare import main as compare_main
+
+        return compare_main(argv[1:])
+    benches, commands = benchmarks(), _commands()
     p = argparse.ArgumentParser(prog="python -m evals.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="benchmark", required=True, metavar="{ls,compare," + ",".join(plugins) + "}")
-    sub.add_parser("ls", help="list benchmarks")
-    sub.add_parser("compare", help="compare two records")
-    for name, mod in plugins.items():
-        sp = sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        mod.add_arguments(sp)
+    names = ["ls", "compare", *benches, *commands]
+    sub = p.add_subparsers(dest="benchmark", required=True, metavar="{" + ",".join(names) + "}")
+    sub.add_parser("ls", help="list benchmarks and their metrics")
+    sub.add_parser("compare", help="compare records")
+    for name, b in benches.items():
+        b.add_arguments(sub.add_parser(name, help=b.help, description=type(b).__doc__,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    for name, mod in commands.items():
+        mod.add_arguments(sub.add_parser(name, help=mod.HELP, description=mod.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter))
+    if argv and argv[0] not in names and not argv[0].startswith("-"):
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], names, n=3, cutoff=0.4)
+        print(f"error: unknown benchmark {argv[0]!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+              + f" (known: {', '.join(names)})", file=sys.stderr)
+        return 2
     args = p.parse_args(argv)
     if args.benchmark == "ls":
-        return cmd_ls(plugins)
+        return cmd_ls(benches, commands)
     try:
-        return plugins[args.benchmark].run(args)
-    except (MissingWeightsError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
+        if args.benchmark in commands:
+            return commands[args.benchmark].run(args)
+        evaluate_args(benches[args.benchmark], args)
+        return 0
+    except (MissingWeightsError, FileNotFoundError, ValueError, KeyError, ImportError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

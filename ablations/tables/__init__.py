@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +37,37 @@ def renderer(name: str) -> Callable[[Path], str]:
     return getattr(importlib.import_module(module), fn)
 
 
+def dirty_records(records: dict[str, dict]) -> list[str]:
+    """Paths of records made from uncommitted code (git commit ending in "-dirty") or from an unknown commit."""
+    return [p for p, r in records.items()
+            if not (c := (r.get("environment") or {}).get("git_commit")) or str(c).endswith("-dirty")]
+
+
+def load(root: Path, folder: str, kind: str, allow_dirty: bool = False, where: str = "") -> dict[str, dict]:
+    """The records of ``kind`` under ``root/folder`` (validated). Tables are built from records of committed code
+    only: a dirty record raises unless ``allow_dirty`` (the table then marks it)."""
+    from snapgen.records import read_records
+
+    recs = read_records(root / folder, kind) if (root / folder).is_dir() else {}
+    bad = dirty_records(recs)
+    if bad and not allow_dirty:
+        raise ValueError(f"{where or folder}: {len(bad)} record(s) come from uncommitted code or an unknown commit: "
+                         f"{', '.join(Path(b).name for b in bad[:5])}. Commit the code and rerun them, or pass "
+                         "--allow-dirty to build the table anyway (it then marks them).")
+    return recs
+
+
 def write_table(name: str, text: str, root: Path | None = None) -> Path:
     """``results/tables/<name>.md`` (atomic)."""
     return atomic_write_text((root or results_root()) / "tables" / f"{name}.md", text)
 
 
-def regenerate(names: list[str] | None = None, root: Path | None = None) -> list[Path]:
+def regenerate(names: list[str] | None = None, root: Path | None = None, allow_dirty: bool = False) -> list[Path]:
     """Render and write the named tables (all by default) from the records under ``root``."""
     root = root or results_root()
-    return [write_table(n, renderer(n)(root), root) for n in (names or list(TABLES))]
+    out = []
+    for n in names or list(TABLES):
+        fn = renderer(n)
+        kw = {"allow_dirty": allow_dirty} if "allow_dirty" in inspect.signature(fn).parameters else {}
+        out.append(write_table(n, fn(root, **kw), root))
+    return out

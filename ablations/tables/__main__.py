@@ -14,11 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", metavar="NAME",
                    help=f"tables to write (default: all): {', '.join(TABLES)}")
     p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
+    p.add_argument("--allow-dirty", action="store_true", help="also tabulate records made from uncommitted code "
+                   "(marked * in the table)")
     a = p.parse_args(argv)
     try:
-        for path in regenerate(a.names or None, a.results):
+        for path in regenerate(a.names or None, a.results, a.allow_dirty):
             print(path)
-    except (KeyError, RecordError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, prompts_card, record_path, slug,
-                                     split_protocol, world_prompt_set)
+from evals.api import Benchmark, Metric, Plan, Scored, register
+from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, prompts_card, record_path,
+                                     slug, split_protocol, world_prompt_set)
 from evals.benchmarks.fid import MANIFEST, flat_folder, flat_jobs, generate_flat, read_lines
-from evals.records import build_record, prompt_set_hash, write_record
+from evals.records import prompt_set_hash
+from snapgen.paths import display
 
 NAME = "clip"
 HELP = "CLIP score (open_clip backbone from a local file; backbone + scale in the metric name)"
@@ -54,25 +56,25 @@ def load_prompts(args, gen) -> tuple[list[str], list[dict] | None, str]:
     if args.prompts:
         prompts = read_lines(args.prompts, "--prompts")
         return prompts[: args.limit], None, str(args.prompts)
-    if gen.domain != "world":
+    if domain_of(gen, args) != "world":
         raise ValueError("--prompts FILE (one prompt per line) is required to generate with a non-world generator")
     meta, source = world_prompt_set(args)
     meta = meta[: args.limit]
     return [m["prompt"] for m in meta], meta, source
 
 
-def generated_samples(args, gen) -> tuple[list[Sample], Path, dict, dict]:
-    """Generate (resumably) ``--n-per-prompt`` images per prompt; (samples, folder, counts, prompt info)."""
+def generation_plan(args, gen) -> dict:
+    """What ``--n-per-prompt`` images per prompt of a generator need: prompts, folder, jobs, samples, prompt info."""
     prompts, meta, source = load_prompts(args, gen)
     n = len(prompts) * args.n_per_prompt
     folder = flat_folder(args.images_root, gen, prompts, meta, n, args.seed)
-    counts = generate_flat(gen, prompts, meta, folder, n, args.seed, args.batch_size, progress=not args.no_progress)
     jobs = flat_jobs(prompts, meta, folder, n, args.seed)
     samples = [Sample(j.path, j.prompt, j.prompt_index, j.sample_index) for j in jobs]
     split = args.world_split if source.startswith("world:") else "user"
     info = {"prompt_source": source, "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts),
             "prompts": prompts_card(split, len(prompts), source)}
-    return samples, folder, counts, info
+    return {"prompts": prompts, "meta": meta, "n": n, "folder": folder, "jobs": jobs, "samples": samples,
+            "info": info}
 
 
 def folder_samples(images: str | Path, captions: str | None) -> tuple[list[Sample], dict]:
@@ -103,17 +105,58 @@ def folder_samples(images: str | Path, captions: str | None) -> tuple[list[Sampl
                      "prompts": prompts_card("user", len(set(prompts)), str(source))}
 
 
-def collect_samples(args, gen) -> tuple[list[Sample], Path, dict | None, dict]:
-    if gen is not None:
-        return generated_samples(args, gen)
-    samples, info = folder_samples(args.images, args.captions)
-    return samples, Path(args.images), None, info
+class SampleBenchmark(Benchmark):
+    """Per-image scorers of (image, prompt) pairs over a flat folder (CLIP score, ImageReward)."""
 
+    n_per_prompt = 1
 
-def load_gen(args):
-    from evals.benchmarks.common import generator_from_args
+    def load_scorer(self, args):
+        raise NotImplementedError
 
-    return generator_from_args(args)
+    def record_name(self, args, gen, scorer) -> str:
+        raise NotImplementedError
+
+    def plan(self, args, gen) -> Plan:
+        scorer = self.load_scorer(args) if not args.dry_run else None   # missing weights fail before generating
+        if gen is not None:
+            g = generation_plan(args, gen)
+            folder, jobs, samples, info = g["folder"], g["jobs"], g["samples"], g["info"]
+            state = {"gen_plan": g}
+        else:
+            folder, jobs, state = Path(args.images), None, {}
+            samples, info = folder_samples(args.images, args.captions) if not args.dry_run else ([], {})
+        name = self.record_name(args, gen, scorer)
+        state.update(scorer=scorer, samples=samples, info=info, gen=gen)
+        dry = {"benchmark": self.name, "prompts": args.prompts, "generator": gen.protocol() if gen else None}
+        return Plan(name, record_path(args, self.name, name), folder, jobs, {}, dry, state)
+
+    def generate(self, plan, gen, args) -> dict:
+        g = plan.state["gen_plan"]
+        return generate_flat(gen, g["prompts"], g["meta"], plan.folder, g["n"], args.seed, args.batch_size,
+                             progress=not args.no_progress)
+
+    def sample_scores(self, rows: list[dict], keys: list[str]) -> Scored:
+        """Envelope scores (mean over prompts, bootstrap CI over prompts) of the per-image ``keys`` of ``rows``."""
+        from evals.metrics.clip_score import aggregate_rows
+
+        raw = aggregate_rows(rows, keys)
+        scores = {k: self.make_score(k, raw[k], (raw[k + "_ci95_low"], raw[k + "_ci95_high"]), raw["n_prompts"])
+                  for k in keys}
+        lines = [f"{k} {raw[k]:.4f} [95% CI {raw[k + '_ci95_low']:.4f}, {raw[k + '_ci95_high']:.4f}]  "
+                 f"({raw['n_samples']} images, {raw['n_prompts']} prompts)" for k in keys]
+        return Scored(scores, rows, {"aggregate": raw, "score_keys": keys}, lines)
+
+    def units(self, rows: list[dict]) -> dict:
+        """Per-prompt mean of each per-image score (each metric is the mean over prompts)."""
+        out: dict[str, dict] = {}
+        keys = [k for k, v in (rows[0] if rows else {}).items()
+                if isinstance(v, float) and any(k.startswith(m.key.rstrip("*")) for m in self.metrics)]
+        for key in keys:
+            per: dict[str, list[float]] = {}
+            for r in rows:
+                per.setdefault(str(r["prompt_id"]), []).append(float(r[key]))
+            out[key] = {"all": {k: sum(v) / len(v) for k, v in per.items()}}
+        return out
 
 
 def base_protocol(args, gen, folder: Path, info: dict, samples: list[Sample], evaluator: dict) -> dict:
@@ -122,18 +165,12 @@ def base_protocol(args, gen, folder: Path, info: dict, samples: list[Sample], ev
     return {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
             "seed_scheme": "sha256(prompt_index, sample_index, base_seed)", "base_seed": args.seed, **info,
             "n_prompts": len({s.prompt_id for s in samples}), "n_samples": len(samples), "limit": args.limit,
-            "images_dir": str(folder), "resolution": gen.resolution if gen else None, "evaluator": evaluator,
+            "images_dir": display(folder), "resolution": gen.resolution if gen else None, "evaluator": evaluator,
             "scoring_mode": None, "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt"}}
 
 
 def sample_row(s: Sample) -> dict:
     return {"file": str(s.file), "prompt": s.prompt, "prompt_id": s.prompt_id, "sample_index": s.sample_index}
-
-
-def dry_run(args, gen, benchmark: str, out: Path) -> int:
-    print(json.dumps({"benchmark": benchmark, "record": str(out), "images": args.images, "prompts": args.prompts,
-                      "generator": gen.protocol() if gen else None}, indent=2, default=str))
-    return 0
 
 
 # ----------------------------------------------------------------------------- CLIP score
@@ -177,28 +214,32 @@ def score_samples(scorer, samples: list[Sample], batch_size: int) -> list[dict]:
     return rows
 
 
-def run(args) -> int:
-    t0 = time.time()
-    scorer = load_scorer(args)            # missing weights fail before any image is generated
-    gen = load_gen(args)
-    name = f"{slug(gen.name if gen else Path(args.images).name)}-clip-{scorer.config.backbone_tag}"
-    out = record_path(args, "clip", name)
-    if args.dry_run:
-        return dry_run(args, gen, "clip", out)
-    samples, folder, counts, info = collect_samples(args, gen)
-    from evals.generate import shard_info
+class ClipScore(SampleBenchmark):
+    """CLIP score (open_clip, local weights): per-sample cosine and clipped w * max(cos, 0), mean over prompts.
 
-    if shard_info()[0] != 0:
-        return 0
-    rows = score_samples(scorer, samples, args.score_batch_size)
-    scores = scorer.aggregate(rows)
-    protocol = base_protocol(args, gen, folder, info, samples, scorer.protocol)
-    record = build_record("clip", scores, protocol, None, None, time.time() - t0, args.device,
-                          higher_is_better={k: True for k in scorer.keys})
-    record["generation"] = counts
-    write_record(out, record, rows)
-    for k in scorer.keys:
-        print(f"{k} {scores[k]:.4f} [95% CI {scores[k + '_ci95_low']:.4f}, {scores[k + '_ci95_high']:.4f}]  "
-              f"({scores['n_samples']} images, {scores['n_prompts']} prompts)")
-    print(f"record: {out}")
-    return 0
+    python -m evals.run clip --ckpt PIPE --prompts captions.txt --clip-weights ViT-L-14.safetensors
+    """
+
+    name, help = NAME, HELP
+    metrics = (Metric("clip_score_*", True, "cosine or x scale", "mean over prompts; the key carries backbone and "
+                      "scale (clip_score_vitl14_cos, clip_score_vitl14_x100)"),)
+
+    def add_arguments(self, p) -> None:
+        add_arguments(p)
+
+    def load_scorer(self, args):
+        return load_scorer(args)
+
+    def record_name(self, args, gen, scorer) -> str:
+        tag = scorer.config.backbone_tag if scorer is not None else args.clip_model
+        return f"{slug(gen.name if gen else Path(args.images).name)}-clip-{tag}"
+
+    def score(self, plan, args) -> Scored:
+        scorer, samples = plan.state["scorer"], plan.state["samples"]
+        rows = score_samples(scorer, samples, args.score_batch_size)
+        plan.protocol.update(base_protocol(args, plan.state["gen"], plan.folder, plan.state["info"], samples,
+                                           scorer.protocol))
+        return self.sample_scores(rows, list(scorer.keys))
+
+
+BENCHMARK = register(ClipScore())

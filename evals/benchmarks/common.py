@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from snapgen.io import sha256_json
+from snapgen.paths import cache_dir, results_dir
 
-RESULTS = Path("results")
-IMAGES = Path("runs/images")
+IMAGES = cache_dir("images")   # generated images, keyed by generator + sampler + prompts + seeds (resumable)
 
 
 def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
@@ -31,7 +31,8 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
                    help=f"torch CPU threads for generation (default {DEFAULT_THREADS}; recorded, and part of the image "
                         "cache key since the thread count can change the last bits of an image)")
     g.add_argument("--limit", type=int, default=None, help="only the first N prompts (smoke runs; recorded)")
-    g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable)")
+    g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable; "
+                   "default $SNAPGEN_CACHE/images)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="record path (default results/<benchmark>/<run name>.json)")
     o.add_argument("--name", default=None, help="run name (default: derived from the generator and protocol)")
@@ -78,7 +79,14 @@ def generation_key(gen_protocol: dict, prompt_hash: str, n_per_prompt: int, seed
 
 
 def record_path(args, benchmark: str, name: str) -> Path:
-    return Path(args.out) if args.out else RESULTS / benchmark / f"{slug(args.name or name)}.json"
+    return Path(args.out) if args.out else results_dir(benchmark) / f"{slug(args.name or name)}.json"
+
+
+def domain_of(gen, args, *world_flags: str) -> str:
+    """"world" when the generator is a world model or one of ``world_flags`` (e.g. --detector) says world."""
+    if gen is not None and getattr(gen, "domain", "generic") == "world":
+        return "world"
+    return "world" if any(str(getattr(args, f, "") or "").startswith("world") for f in world_flags) else "generic"
 
 
 SAMPLER_KEYS = ("sampler", "steps", "guidance", "shift", "resolution", "negative_prompt")

@@ -20,12 +20,15 @@ import math
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, generation_key, generator_from_args,
+from evals.api import Benchmark, Metric, Plan, Scored, register
+from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
                                      prompts_card, record_path, slug, split_protocol, world_prompt_set)
-from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
+from evals.records import bootstrap_ci, prompt_set_hash
+from snapgen.paths import display
 
 NAME = "dpg"
 HELP = "DPG-Bench (dense prompts, VQA questions with dependencies; official + fixed rules)"
+L1 = ("entity", "attribute", "relation", "global", "other")      # = evals.dpg.scoring.L1_CATEGORIES
 OFFICIAL_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "dpg_bench" / "prompts"
 
 
@@ -90,14 +93,15 @@ def grid_side(n_per_prompt: int) -> int:
     return side
 
 
-def dpg_jobs(items: list[tuple[str, str, dict | None]], run_dir: Path, n_per_prompt: int, base_seed: int):
-    """Tile jobs of the items whose grid does not exist yet."""
+def dpg_jobs(items: list[tuple[str, str, dict | None]], run_dir: Path, n_per_prompt: int, base_seed: int,
+             skip_done: bool = True):
+    """Tile jobs of the items whose grid does not exist yet (every item's with ``skip_done=False``)."""
     from evals.generate import Job
     from snapgen.pipeline import sample_seed
 
     jobs = []
     for index, (item_id, prompt, meta) in enumerate(items):
-        if (run_dir / "grids" / f"{item_id}.png").exists():
+        if skip_done and (run_dir / "grids" / f"{item_id}.png").exists():
             continue
         for k in range(n_per_prompt):
             jobs.append(Job(index, k, prompt, sample_seed(item_id, k, base_seed),
@@ -128,10 +132,10 @@ def compose_grids(items: list[tuple[str, str, dict | None]], run_dir: Path, n_pe
     return written
 
 
-def generate_grids(gen, items, run_dir: Path, args) -> dict:
+def generate_grids(gen, items, run_dir: Path, args, jobs=None) -> dict:
     from evals.generate import run_jobs, shard_info, wait_for_shards
 
-    jobs = dpg_jobs(items, run_dir, args.n_per_prompt, args.seed)
+    jobs = dpg_jobs(items, run_dir, args.n_per_prompt, args.seed) if jobs is None else jobs
     counts = run_jobs(jobs, gen.generate, args.batch_size, progress=not args.no_progress)
     wait_for_shards(jobs)
     counts["grids_written"] = compose_grids(items, run_dir, args.n_per_prompt) if shard_info()[0] == 0 else 0
@@ -209,7 +213,7 @@ def score_modes(folder: Path, questions: dict, vqa, modes: tuple[str, ...], tile
 
 def _setup(args, gen):
     """(items or None, prompt source, run dir, grids folder, csv path, world CSV rows or None)."""
-    domain = gen.domain if gen else ("world" if args.vqa == "world" else "generic")
+    domain = domain_of(gen, args, "vqa")
     if args.images:
         return None, None, None, Path(args.images), args.dpg_csv, None
     world_rows = None
@@ -224,47 +228,87 @@ def _setup(args, gen):
     return items, source, run_dir, run_dir / "grids", csv_path, world_rows
 
 
-def run(args) -> int:
-    from evals.dpg.scoring import MODES, load_questions
+class DPGBench(Benchmark):
+    """DPG-Bench: dense prompts tiled 2x2, VQA questions with a dependency graph (official + fixed rules).
 
-    t0 = time.time()
-    gen = generator_from_args(args)
-    grid = grid_side(args.n_per_prompt)
-    items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
-    modes = MODES if args.mode == "both" else (args.mode,)
-    name = f"{slug(gen.name if gen else folder.name)}-dpg"
-    out = record_path(args, "dpg", name)
-    gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
-    if args.dry_run:
-        print(json.dumps({"images": str(folder), "record": str(out), "prompts": source, "questions": str(csv_path),
-                          "n_prompts": len(items) if items else None, "modes": modes, "generator": gen_protocol},
-                         indent=2, default=str))
-        return 0
-    if world_rows is not None:
-        _write_csv_if_changed(world_rows, csv_path)
-    questions = {m: load_questions(csv_path, m) for m in modes}   # before generating: a missing CSV fails fast
-    vqa = AnswerMemo(load_vqa(args.vqa, gen.domain if gen else "generic", args.device))  # fail before generating
-    counts = None
-    if gen is not None:
-        questions = {m: _check_coverage(q, [i[0] for i in items], bool(args.limit)) for m, q in questions.items()}
-        counts = generate_grids(gen, items, run_dir, args)
-        from evals.generate import shard_info
+    python -m evals.run dpg --ckpt world-tiny
+    python -m evals.run dpg --ckpt PIPE --dpg-csv dpg_bench.csv --vqa /models/blip-vqa-base
+    """
 
-        if shard_info()[0] != 0:
-            return 0
-    elif args.limit:
-        keep = set(list(questions[modes[-1]])[: args.limit])   # the same items in every mode
-        questions = {m: {k: v for k, v in q.items() if k in keep} for m, q in questions.items()}
-    tile_size = args.tile_size or (gen.resolution if gen else None)
-    rows, scores = score_modes(folder, questions, vqa, modes, tile_size, grid, not args.no_progress)
-    protocol = _protocol(args, gen_protocol, gen, items, source, folder, csv_path, questions, vqa, modes, grid)
-    hib = {f"{m}.overall_x100": True for m in modes}
-    record = build_record("dpg", scores, protocol, None, None, time.time() - t0, args.device, higher_is_better=hib)
-    record["generation"] = counts
-    record["vqa_calls"] = vqa.calls
-    write_record(out, record, rows)
-    _print_summary(scores, out)
-    return 0
+    name, help, n_per_prompt, table = NAME, HELP, 4, "dpg"
+    metrics = tuple(Metric(f"dpg_{m}_{c}_x100", True, "x100", f"{c} score, {m} rules")
+                    for m in ("official", "fixed") for c in ("overall", *L1)) + (
+        Metric("dpg_*", True, "x100", "other DPG-Bench categories"),)
+
+    def add_arguments(self, p) -> None:
+        add_arguments(p)
+
+    def plan(self, args, gen) -> Plan:
+        from evals.dpg.scoring import MODES, load_questions
+
+        grid = grid_side(args.n_per_prompt)
+        items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
+        modes = MODES if args.mode == "both" else (args.mode,)
+        name = f"{slug(gen.name if gen else folder.name)}-dpg"
+        gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
+        info = {"prompts": source, "questions": str(csv_path), "n_prompts": len(items) if items else None,
+                "modes": modes, "generator": gen_protocol}
+        state = {"items": items, "source": source, "run_dir": run_dir, "csv_path": csv_path, "modes": modes,
+                 "grid": grid, "gen": gen, "gen_protocol": gen_protocol}
+        jobs = all_jobs = None
+        if not args.dry_run:
+            if world_rows is not None:
+                _write_csv_if_changed(world_rows, csv_path)
+            questions = {m: load_questions(csv_path, m) for m in modes}   # a missing CSV fails before generating
+            state["vqa"] = AnswerMemo(load_vqa(args.vqa, domain_of(gen, args, "vqa"), args.device))
+            if gen is not None:
+                questions = {m: _check_coverage(q, [i[0] for i in items], bool(args.limit)) for m, q in questions.items()}
+            elif args.limit:
+                keep = set(list(questions[modes[-1]])[: args.limit])      # the same items in every mode
+                questions = {m: {k: v for k, v in q.items() if k in keep} for m, q in questions.items()}
+            state["questions"] = questions
+        if gen is not None:
+            jobs = dpg_jobs(items, run_dir, args.n_per_prompt, args.seed)
+            all_jobs = dpg_jobs(items, run_dir, args.n_per_prompt, args.seed, skip_done=False)
+        return Plan(name, record_path(args, "dpg", name), folder, jobs, {}, info, state, all_jobs)
+
+    def generate(self, plan, gen, args) -> dict:
+        return generate_grids(gen, plan.state["items"], plan.state["run_dir"], args, plan.jobs)
+
+    def score(self, plan, args) -> Scored:
+        st, gen = plan.state, plan.state["gen"]
+        tile_size = args.tile_size or (gen.resolution if gen else None)
+        rows, scores = score_modes(plan.folder, st["questions"], st["vqa"], st["modes"], tile_size, st["grid"],
+                                   not args.no_progress)
+        plan.protocol.update(_protocol(args, st["gen_protocol"], gen, st["items"], st["source"], plan.folder,
+                                       st["csv_path"], st["questions"], st["vqa"], st["modes"], st["grid"]))
+        details = {"modes": {m: {k: v for k, v in s.items() if k not in ("overall_x100", "overall_ci95_x100")}
+                             for m, s in scores.items()}, "vqa_calls": st["vqa"].calls}
+        return Scored(self.scores_of(scores), rows, details, _summary_lines(scores))
+
+    def scores_of(self, scores: dict) -> dict:
+        out = {}
+        for mode, s in scores.items():
+            n = s["n_scored"]
+            if s["overall_x100"] is None:
+                raise ValueError(f"DPG-Bench [{mode}]: no prompt could be scored ({s['n_failed']} failed); "
+                                 f"see the failures in {s.get('failed')}")
+            out[f"dpg_{mode}_overall_x100"] = self.make_score(f"dpg_{mode}_overall_x100", s["overall_x100"],
+                                                              s["overall_ci95_x100"], n)
+            for c, v in s["categories_x100"].items():
+                if v is not None:
+                    out[f"dpg_{mode}_{c}_x100"] = self.make_score(f"dpg_{mode}_{c}_x100", v, None,
+                                                                  s["category_counts"][c])
+        return out
+
+    def units(self, rows: list[dict]) -> dict:
+        """Per-prompt score x100 of each mode (the overall is their mean)."""
+        out: dict[str, dict] = {}
+        for r in rows:
+            if r["status"] == "ok":
+                out.setdefault(f"dpg_{r['mode']}_overall_x100", {"all": {}})["all"][str(r["item_id"])] = \
+                    r["prompt_score"] * 100
+        return out
 
 
 def _split_of(args, gen, source) -> str:
@@ -293,8 +337,8 @@ def _protocol(args, gen_protocol, gen, items, source, folder, csv_path, question
     sampler, generator = split_protocol(gen_protocol)
     return {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
             "grid": f"{grid}x{grid}", "seed_scheme": "sha256(item_id, sample_index, base_seed)",
-            "base_seed": args.seed, "prompt_source": source, "limit": args.limit, "images_dir": str(folder),
-            "questions_csv": str(csv_path), "questions_sha256": csv_sha,
+            "base_seed": args.seed, "prompt_source": source, "limit": args.limit, "images_dir": display(folder),
+            "questions_csv": display(csv_path), "questions_sha256": csv_sha,
             "prompt_set_sha256": sha256_json([csv_sha, scored]), "n_prompts": len(scored),
             "prompts": prompts_card(_split_of(args, gen, source), len(scored), source),
             "prompts_sha256": prompt_set_hash([list(i[:2]) for i in items]) if items else None,
@@ -305,11 +349,15 @@ def _protocol(args, gen_protocol, gen, items, source, folder, csv_path, question
             "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "statistic": "mean prompt score x100"}}
 
 
-def _print_summary(scores: dict, out: Path) -> None:
+def _summary_lines(scores: dict) -> list[str]:
+    lines = []
     for mode, s in scores.items():
         lo, hi = s["overall_ci95_x100"]
         cats = "  ".join(f"{c} {v:.1f}" for c, v in s["categories_x100"].items() if v is not None)
         overall = "n/a" if s["overall_x100"] is None else f"{s['overall_x100']:.2f}"
-        print(f"DPG-Bench [{mode}] overall {overall} [95% CI {lo:.2f}, {hi:.2f}]  "
-              f"({s['n_scored']} prompts scored, {s['n_failed']} failed)  {cats}")
-    print(f"record: {out}")
+        lines.append(f"DPG-Bench [{mode}] overall {overall} [95% CI {lo:.2f}, {hi:.2f}]  "
+                     f"({s['n_scored']} prompts scored, {s['n_failed']} failed)  {cats}")
+    return lines
+
+
+BENCHMARK = register(DPGBench())

@@ -18,9 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from evals.benchmarks.common import (add_generation_args, generation_key, generator_from_args, prompts_card,
-                                     record_path, slug, split_protocol)
-from evals.records import build_record, prompt_set_hash, write_record
+from evals.api import Benchmark, Metric, Plan, Scored, register
+from evals.benchmarks.common import (add_generation_args, domain_of, generation_key, prompts_card, record_path, slug,
+                                     split_protocol)
+from evals.records import prompt_set_hash
+from snapgen.paths import display
 
 NAME = "fid"
 HELP = "FID + KID (InceptionV3 2015-12-05, torch-fidelity network) against a folder, .npz stats or the world"
@@ -200,7 +202,7 @@ def _prompts(args, gen) -> tuple[list[str], list[dict] | None, str, int]:
     if args.captions:
         prompts = read_lines(args.captions, "--captions")[: args.limit]
         return prompts, None, str(args.captions), args.n or len(prompts) * args.n_per_prompt
-    if gen.domain != "world":
+    if domain_of(gen, args, "ref") != "world":
         raise ValueError("--captions FILE (one caption per line, e.g. 30K COCO val2014 captions) is required to "
                          "generate FID images with a non-world generator")
     n = min(args.n or DEFAULT_WORLD_N, args.limit or 10**12)
@@ -226,41 +228,56 @@ def _reference(args, gen, folder: Path, n_gen: int | None) -> tuple[str, dict]:
                          "dataset": f"snapgen.data.world.WorldDataset renders ({args.world_split} compositions)"}
 
 
-def run(args) -> int:
-    t0 = time.time()
-    gen = generator_from_args(args)
-    prompts = meta = source = None
-    if gen is not None:
-        prompts, meta, source, n_images = _prompts(args, gen)
-        folder = flat_folder(args.images_root, gen, prompts, meta, n_images, args.seed, args.save_size)
-    else:
-        folder = Path(args.images)
-        n_images = None
-    tag = args.tag or (f"world{_world_resolution(args, gen)}" if args.ref == "world" else None)
-    out = record_path(args, "fid", f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}")
-    gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
-    if args.dry_run:
-        print(json.dumps({"images": str(folder), "record": str(out), "ref": args.ref, "n": n_images, "tag": tag,
-                          "prompts": source, "generator": gen_protocol}, indent=2, default=str))
-        return 0
-    counts = None
-    if gen is not None:
-        counts = generate_flat(gen, prompts, meta, folder, n_images, args.seed, args.batch_size, args.save_size,
-                               progress=not args.no_progress)
-        from evals.generate import shard_info
+class FID(Benchmark):
+    """FID + KID on InceptionV3 (TF 2015-12-05) pool features, offline weights, cached reference statistics.
 
-        if shard_info()[0] != 0:
-            return 0
-    ref, ref_info = _reference(args, gen, folder, n_images)
-    result, threads = _compute(args, folder, ref)
-    scores, hib = fid_scores(result, tag)
-    protocol = _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, ref_info, tag, threads)
-    record = build_record("fid", scores, protocol, None, None, time.time() - t0, args.device, higher_is_better=hib)
-    record["generation"] = counts
-    record["seconds"] = result["seconds"]
-    write_record(out, record)
-    _print_summary(scores, tag, out)
-    return 0
+    python -m evals.run fid --ckpt world-tiny --ref world
+    python -m evals.run fid --images GEN --ref REF.npz --tag coco30k
+    """
+
+    name, help, n_per_prompt = NAME, HELP, 1
+    metrics = (Metric("fid*", False, "FID", "Frechet Inception distance (pool3, 2048-d); key fid_<tag>"),
+               Metric("kid*", False, "KID", "kernel Inception distance, mean over subsets; key kid_<tag>_mean"))
+
+    def add_arguments(self, p) -> None:
+        add_arguments(p)
+
+    def plan(self, args, gen) -> Plan:
+        prompts = meta = source = None
+        jobs = None
+        if gen is not None:
+            prompts, meta, source, n_images = _prompts(args, gen)
+            folder = flat_folder(args.images_root, gen, prompts, meta, n_images, args.seed, args.save_size)
+            jobs = flat_jobs(prompts, meta, folder, n_images, args.seed)
+        else:
+            folder, n_images = Path(args.images), None
+        tag = args.tag or (f"world{_world_resolution(args, gen)}" if args.ref == "world" else None)
+        name = f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}"
+        gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
+        info = {"ref": args.ref, "n": n_images, "tag": tag, "prompts": source, "generator": gen_protocol}
+        state = {"prompts": prompts, "meta": meta, "source": source, "n_images": n_images, "tag": tag, "gen": gen,
+                 "gen_protocol": gen_protocol}
+        return Plan(name, record_path(args, "fid", name), folder, jobs, {}, info, state)
+
+    def generate(self, plan, gen, args) -> dict:
+        st = plan.state
+        return generate_flat(gen, st["prompts"], st["meta"], plan.folder, st["n_images"], args.seed, args.batch_size,
+                             args.save_size, progress=not args.no_progress)
+
+    def score(self, plan, args) -> Scored:
+        st = plan.state
+        ref, ref_info = _reference(args, st["gen"], plan.folder, st["n_images"])
+        result, threads = _compute(args, plan.folder, ref)
+        raw, _ = fid_scores(result, st["tag"])
+        plan.protocol.update(_protocol(args, st["gen_protocol"], st["gen"], plan.folder, st["prompts"], st["meta"],
+                                       st["source"], result, ref_info, st["tag"], threads))
+        return Scored(self.scores_of(raw, st["tag"]), None, {"raw": raw, "seconds": result["seconds"]},
+                      _summary_lines(raw, st["tag"]))
+
+    def scores_of(self, raw: dict, tag: str | None) -> dict:
+        fid_key, kid_key = (f"fid_{tag}", f"kid_{tag}") if tag else ("fid", "kid")
+        return {fid_key: self.make_score(fid_key, raw[fid_key], None, raw["n_gen"]),
+                f"{kid_key}_mean": self.make_score(f"{kid_key}_mean", raw[f"{kid_key}_mean"], None, raw["n_gen"])}
 
 
 def _compute(args, folder: Path, ref: str) -> tuple[dict, dict]:
@@ -288,7 +305,7 @@ def _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, re
     sampler, generator = split_protocol(gen_protocol)
     return {"sampler": sampler, "generator": generator, "images_per_prompt": 1 if gen else None,
             "seed_scheme": "sha256(prompt_index, cycle_index, base_seed)", "base_seed": args.seed,
-            "prompt_source": source, "limit": args.limit, "images_dir": str(folder),
+            "prompt_source": source, "limit": args.limit, "images_dir": display(folder),
             "prompts": prompts_card(args.world_split if (source or "").startswith("world:") else "user",
                                     len(prompts) if prompts else 0, source),
             "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts) if gen else None,
@@ -306,12 +323,14 @@ def _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, re
             "versions": result["versions"]}
 
 
-def _print_summary(scores: dict, tag: str | None, out: Path) -> None:
+def _summary_lines(scores: dict, tag: str | None) -> list[str]:
     fid_key = f"fid_{tag}" if tag else "fid"
     kid_key = f"kid_{tag}" if tag else "kid"
     spread = scores[f"{fid_key}_spread"]
     extra = (f"  [50% subsets: mean {spread['mean']:.3f}, 95% {spread['ci95'][0]:.3f}..{spread['ci95'][1]:.3f}]"
              if spread else "")
-    print(f"{fid_key} {scores[fid_key]:.4f}{extra}  {kid_key} {scores[kid_key + '_mean']:.5f} "
-          f"+- {scores[kid_key + '_std']:.5f}  ({scores['n_gen']} vs {scores['n_ref']} images)")
-    print(f"record: {out}")
+    return [f"{fid_key} {scores[fid_key]:.4f}{extra}  {kid_key} {scores[kid_key + '_mean']:.5f} "
+            f"+- {scores[kid_key + '_std']:.5f}  ({scores['n_gen']} vs {scores['n_ref']} images)"]
+
+
+BENCHMARK = register(FID())

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.benchmarks.common import (RESULTS, add_generation_args, add_world_prompt_args, prompts_card, world_prompt_set, generation_key, generator_from_args, record_path, slug,
-                                     split_protocol)
-from evals.records import bootstrap_ci, build_record, prompt_set_hash, write_record
+from evals.api import Benchmark, Metric, Plan, Scored, register
+from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
+                                     prompts_card, record_path, slug, split_protocol, world_prompt_set)
+from evals.records import bootstrap_ci, prompt_set_hash
+from snapgen.paths import display
 
 NAME = "geneval"
 HELP = "GenEval (compositional: objects, counts, colours, positions)"
+TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 OFFICIAL_METADATA = Path(__file__).resolve().parents[1] / "data" / "geneval" / "evaluation_metadata.jsonl"
 
 
@@ -84,75 +87,110 @@ def geneval_scores(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     summary["overall_ci95"] = [lo, hi]
     for t, vals in strata.items():
         summary["tasks"][t]["ci95"] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
+        summary["tasks"][t]["prompts"] = len(vals)
     return summary
 
 
-def run(args) -> int:
-    from evals.generate import geneval_jobs, run_jobs, wait_for_shards, write_geneval_metadata
+class GenEval(Benchmark):
+    """GenEval: 553 compositional prompts x 4 images, detector + CLIP colour rules (official thresholds).
 
-    t0 = time.time()
-    gen = generator_from_args(args)
-    domain = gen.domain if gen else ("world" if (args.detector or "").startswith("world") else "generic")
-    metadata, prompt_source, split = (None, None, "user") if args.images else _load_prompts(args, domain)
-    if metadata is not None and args.limit:
-        metadata = metadata[: args.limit]
-    gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(args.images)}
-    if args.images:
-        folder = Path(args.images)
-    else:
-        key = generation_key(gen_protocol, prompt_set_hash(metadata), args.n_per_prompt, args.seed)
-        folder = Path(args.images_root) / "geneval" / f"{slug(gen.name)}-{key}"
-    name = f"{slug(gen.name if gen else folder.name)}-geneval"
-    out = record_path(args, "geneval", name)
-    if args.dry_run:
-        print(json.dumps({"images": str(folder), "record": str(out), "prompts": prompt_source,
-                          "n_prompts": len(metadata) if metadata else None, "generator": gen_protocol}, indent=2, default=str))
-        return 0
-    if gen is not None:
-        write_geneval_metadata(metadata, folder)
-        jobs = geneval_jobs(metadata, folder, args.n_per_prompt, args.seed)
-        counts = run_jobs(jobs, gen.generate, args.batch_size, progress=not args.no_progress)
-        wait_for_shards(jobs)
-        print(f"images: {counts['existing']} reused, {counts['generated']} generated -> {folder}")
-        from evals.generate import shard_info
+    python -m evals.run geneval --ckpt world-tiny
+    python -m evals.run geneval --ckpt PIPE --detector mask2former:DIR --clip-weights ViT-L-14.pt
+    """
 
-        if shard_info()[0] != 0:
-            return 0
-    from evals.geneval.score import list_samples, score_folder
+    name, help, n_per_prompt, table = NAME, HELP, 4, "geneval"
+    metrics = (Metric("geneval_overall", True, "fraction", "mean of the six task accuracies (official)"),
+               *(Metric(f"geneval_{t}", True, "fraction", f"accuracy of the {t} task") for t in TASKS),
+               Metric("geneval_images_correct", True, "fraction", "fraction of correct images (all tasks pooled)"),
+               Metric("geneval_prompts_any_correct", True, "fraction", "fraction of prompts with >= 1 correct image"))
 
-    det, clf, ev_info = _evaluator(args, domain)
-    rows, _ = score_folder(folder, det, clf)
-    scores = geneval_scores(rows)
-    all_meta = [m for _, m, _ in list_samples(folder)]
-    sampler, generator = split_protocol(gen_protocol)
-    protocol = {"sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
-                "seed_scheme": "sha256(prompt_index, sample_index, base_seed)", "base_seed": args.seed,
-                "prompts": prompts_card(split, len(all_meta), prompt_source),
-                "prompt_source": prompt_source, "prompt_set_sha256": prompt_set_hash(all_meta),
-                "n_prompts": len(all_meta), "limit": args.limit, "images_dir": str(folder),
-                "resolution": gen.resolution if gen else None,
-                "evaluator": {"rules": "GenEval official (threshold 0.3, counting 0.9, max 16, NMS off, position 0.1)",
-                              **ev_info},
-                "scoring_mode": "official", "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "stratified_by": "task"}}
-    for r in rows:
-        r.pop("details", None)
-    record = build_record("geneval", scores, protocol, None, None, time.time() - t0, args.device,
-                          higher_is_better={"overall": True})
-    write_record(out, record, rows)
-    _print_summary(scores, out)
-    if out.parent.parent.resolve() == RESULTS.resolve():        # a record under results/: refresh the table
-        from evals.report import write_tables
+    def add_arguments(self, p) -> None:
+        add_arguments(p)
 
-        try:
-            print(f"table: {write_tables(RESULTS)[0]}")
-        except ValueError as e:                                  # e.g. a record from uncommitted code
-            print(f"table not refreshed: {e}")
-    return 0
+    def plan(self, args, gen) -> Plan:
+        domain = domain_of(gen, args, "detector")
+        metadata, prompt_source, split = (None, None, "user") if args.images else _load_prompts(args, domain)
+        if metadata is not None and args.limit:
+            metadata = metadata[: args.limit]
+        gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(args.images)}
+        if args.images:
+            folder = Path(args.images)
+        else:
+            key = generation_key(gen_protocol, prompt_set_hash(metadata), args.n_per_prompt, args.seed)
+            folder = Path(args.images_root) / "geneval" / f"{slug(gen.name)}-{key}"
+        name = f"{slug(gen.name if gen else folder.name)}-geneval"
+        jobs = None
+        if gen is not None:
+            from evals.generate import geneval_jobs
+
+            jobs = geneval_jobs(metadata, folder, args.n_per_prompt, args.seed)
+        info = {"prompts": prompt_source, "n_prompts": len(metadata) if metadata else None, "generator": gen_protocol}
+        state = {"metadata": metadata, "domain": domain, "gen_protocol": gen_protocol, "gen": gen, "split": split,
+                 "prompt_source": prompt_source}
+        if not args.dry_run:
+            state["evaluator"] = _evaluator(args, domain)          # a bad --detector fails before generating
+        return Plan(name, record_path(args, "geneval", name), folder, jobs, {}, info, state)
+
+    def generate(self, plan, gen, args) -> dict:
+        from evals.generate import write_geneval_metadata
+
+        write_geneval_metadata(plan.state["metadata"], plan.folder)
+        return super().generate(plan, gen, args)
+
+    def score(self, plan, args) -> Scored:
+        from evals.geneval.score import list_samples, score_folder
+
+        det, clf, ev_info = plan.state["evaluator"]
+        rows, _ = score_folder(plan.folder, det, clf)
+        summary = geneval_scores(rows)
+        all_meta = [m for _, m, _ in list_samples(plan.folder)]
+        gen = plan.state["gen"]
+        sampler, generator = split_protocol(plan.state["gen_protocol"])
+        plan.protocol.update({
+            "sampler": sampler, "generator": generator, "images_per_prompt": args.n_per_prompt if gen else None,
+            "seed_scheme": "sha256(prompt_index, sample_index, base_seed)", "base_seed": args.seed,
+            "prompts": prompts_card(plan.state["split"], len(all_meta), plan.state["prompt_source"]),
+            "prompt_source": plan.state["prompt_source"], "prompt_set_sha256": prompt_set_hash(all_meta),
+            "n_prompts": len(all_meta), "limit": args.limit, "images_dir": display(plan.folder),
+            "resolution": gen.resolution if gen else None,
+            "evaluator": {"rules": "GenEval official (threshold 0.3, counting 0.9, max 16, NMS off, position 0.1)",
+                          **ev_info},
+            "scoring_mode": "official", "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "stratified_by": "task"}})
+        for r in rows:
+            r.pop("details", None)
+        return Scored(self.scores_of(summary), rows, {"tasks": summary["tasks"], "images": summary["images"],
+                                                      "missing_tasks": summary["missing_tasks"]},
+                      _summary_lines(summary))
+
+    def scores_of(self, summary: dict) -> dict:
+        """The official summary (``geneval_scores``) as envelope scores."""
+        n_prompts = {t: v.get("prompts") for t, v in summary["tasks"].items()}
+        out = {"geneval_overall": self.make_score("geneval_overall", summary["overall"], summary["overall_ci95"],
+                                                  summary["prompts"])}
+        for t, v in summary["tasks"].items():
+            out[f"geneval_{t}"] = self.make_score(f"geneval_{t}", v["accuracy"], v.get("ci95"), n_prompts[t])
+        out["geneval_images_correct"] = self.make_score("geneval_images_correct", summary["images_correct"], None,
+                                                        summary["images"])
+        out["geneval_prompts_any_correct"] = self.make_score("geneval_prompts_any_correct",
+                                                             summary["prompts_any_correct"], None, summary["prompts"])
+        return out
+
+    def units(self, rows: list[dict]) -> dict:
+        """Per-prompt accuracy by task: the overall is the mean over tasks of the mean over prompts."""
+        per: dict[str, dict[str, list[float]]] = {}
+        for r in rows:
+            per.setdefault(r["tag"], {}).setdefault(f"{r['prompt_index']}", []).append(float(r["correct"]))
+        strata = {t: {k: sum(v) / len(v) for k, v in d.items()} for t, d in per.items()}
+        out = {"geneval_overall": strata}
+        out.update({f"geneval_{t}": {t: d} for t, d in strata.items()})
+        return out
 
 
-def _print_summary(scores: dict, out: Path) -> None:
+def _summary_lines(scores: dict) -> list[str]:
     lo, hi = scores["overall_ci95"]
-    print(f"GenEval overall {scores['overall']:.3f} [95% CI {lo:.3f}, {hi:.3f}]  ({scores['images']} images)")
-    for t, v in scores["tasks"].items():
-        print(f"  {t:14s} {v['accuracy']:.3f}  ({v['correct']}/{v['images']})")
-    print(f"record: {out}")
+    lines = [f"GenEval overall {scores['overall']:.3f} [95% CI {lo:.3f}, {hi:.3f}]  ({scores['images']} images)"]
+    lines += [f"  {t:14s} {v['accuracy']:.3f}  ({v['correct']}/{v['images']})" for t, v in scores["tasks"].items()]
+    return lines
+
+
+BENCHMARK = register(GenEval())

@@ -16,9 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from evals.benchmarks.clip import add_prompt_args, base_protocol, collect_samples, dry_run, load_gen, sample_row
-from evals.benchmarks.common import record_path, slug
-from evals.records import build_record, write_record
+from evals.api import Metric, Scored, register
+from evals.benchmarks.clip import SampleBenchmark, add_prompt_args, base_protocol, sample_row
+from evals.benchmarks.common import slug
 
 NAME = "imagereward"
 HELP = "ImageReward-v1.0 human-preference reward (BLIP rebuild on transformers; local ImageReward.pt)"
@@ -62,29 +62,31 @@ def score_samples(model, samples, batch_size: int) -> list[dict]:
     return rows
 
 
-def run(args) -> int:
-    from evals.metrics.clip_score import aggregate_rows
+class ImageReward(SampleBenchmark):
+    """ImageReward-v1.0 human-preference reward per image (local ImageReward.pt), mean over prompts.
 
-    t0 = time.time()
-    model = load_model(args)              # missing weights fail before any image is generated
-    gen = load_gen(args)
-    out = record_path(args, "imagereward", f"{slug(gen.name if gen else Path(args.images).name)}-imagereward")
-    if args.dry_run:
-        return dry_run(args, gen, "imagereward", out)
-    samples, folder, counts, info = collect_samples(args, gen)
-    from evals.generate import shard_info
+    python -m evals.run imagereward --ckpt PIPE --prompts captions.txt --ir-ckpt ImageReward.pt \
+        --ir-med-config med_config.json --ir-tokenizer bert-base-uncased/
+    """
 
-    if shard_info()[0] != 0:
-        return 0
-    rows = score_samples(model, samples, args.score_batch_size)
-    key = model.metric_key
-    scores = aggregate_rows(rows, [key])
-    protocol = base_protocol(args, gen, folder, info, samples, model.protocol)
-    record = build_record("imagereward", scores, protocol, None, None, time.time() - t0, args.device,
-                          higher_is_better={key: True})
-    record["generation"] = counts
-    write_record(out, record, rows)
-    print(f"{key} {scores[key]:.4f} [95% CI {scores[key + '_ci95_low']:.4f}, {scores[key + '_ci95_high']:.4f}]  "
-          f"({scores['n_samples']} images, {scores['n_prompts']} prompts)")
-    print(f"record: {out}")
-    return 0
+    name, help = NAME, HELP
+    metrics = (Metric("imagereward*", True, "reward", "mean over prompts of the per-image reward"),)
+
+    def add_arguments(self, p) -> None:
+        add_arguments(p)
+
+    def load_scorer(self, args):
+        return load_model(args)
+
+    def record_name(self, args, gen, scorer) -> str:
+        return f"{slug(gen.name if gen else Path(args.images).name)}-imagereward"
+
+    def score(self, plan, args) -> Scored:
+        model, samples = plan.state["scorer"], plan.state["samples"]
+        rows = score_samples(model, samples, args.score_batch_size)
+        plan.protocol.update(base_protocol(args, plan.state["gen"], plan.folder, plan.state["info"], samples,
+                                           model.protocol))
+        return self.sample_scores(rows, [model.metric_key])
+
+
+BENCHMARK = register(ImageReward())
