@@ -1,4 +1,5 @@
-"""Regenerates the decoder table (results/decoders/*.json -> results/tables/decoders.md + figure).
+"""Regenerates the decoder table (results/decoders/*.json -> results/tables/decoders.md) and the figure
+(paper_figures.decoders -> results/figures/decoders.png).
 
 Measures three decoders once per session (~40 s on one shared CPU thread), then checks the numbers
 and that the table/figure are pure functions of the records.
@@ -9,14 +10,19 @@ import copy
 
 import pytest
 
-from ablations.decoders import (RESULTS, ROWS, DecoderTableSettings, decoder_table, draw_figure, load_records,
-                                ratios, regenerate)
+from ablations.decoders import DecoderTableSettings, regenerate
+from ablations.tables.decoders import ROWS, decoder_table, ratios, render
 from snapgen.models.decoder import SD3_VAE_DECODER_PARAMS
+from snapgen.paths import results_root
+from snapgen.records import value
 
 
 @pytest.fixture(scope="module")
 def regenerated():
-    return regenerate(RESULTS, DecoderTableSettings(), measure=True)
+    from paper_figures.decoders import write_figure
+
+    out = regenerate(results_root(), DecoderTableSettings(), measure=True)
+    return {**out, "figure": write_figure(results_root())}
 
 
 def _rows(table: str) -> dict[str, list[str]]:
@@ -30,40 +36,45 @@ def _rows(table: str) -> dict[str, list[str]]:
 
 def test_params_and_flops(regenerated):
     recs = regenerated["records"]
-    assert recs["sd3_vae"]["params"] == SD3_VAE_DECODER_PARAMS == 49_545_475
-    assert recs["sdxl_vae"]["params"] == 49_490_199          # decoder 49,490,179 + post_quant_conv 20
-    assert abs(recs["tiny"]["params"] - 1.38e6) / 1.38e6 < 0.10
-    assert recs["sd3_vae"]["flops_1024"] == pytest.approx(10.47e12, rel=2e-3)
-    assert recs["tiny"]["flops_1024"] < recs["sd3_vae"]["flops_1024"] / 50
+    assert value(recs["sd3_vae"], "params") == SD3_VAE_DECODER_PARAMS == 49_545_475
+    assert value(recs["sdxl_vae"], "params") == 49_490_199          # decoder 49,490,179 + post_quant_conv 20
+    assert abs(value(recs["tiny"], "params") - 1.38e6) / 1.38e6 < 0.10
+    assert recs["sd3_vae"]["details"]["flops"] == pytest.approx(10.47e12, rel=2e-3)
+    assert value(recs["sd3_vae"], "gflops_1024") == recs["sd3_vae"]["details"]["flops"] / 1e9
+    assert recs["tiny"]["details"]["flops"] < recs["sd3_vae"]["details"]["flops"] / 50
     assert ratios(recs)["tiny"]["params_x"] == pytest.approx(35.7, abs=0.1)  # paper: ~36x
     for r in recs.values():  # every record carries its settings and environment
-        assert r["settings"]["latency_latent"] * 8 == r["latency_resolution_px"]
-        assert r["env"]["versions"]["torch"] and r["latency_cpu"]["n"] == r["settings"]["latency_repeats"]
+        p, lat = r["protocol"], r["scores"][f"cpu_ms_median_{r['protocol']['latency_resolution_px']}px"]
+        assert r["kind"] == "decoder" and p["latency_latent"] * 8 == p["latency_resolution_px"]
+        assert r["environment"]["versions"]["torch"] and lat["n"] == p["latency_repeats"]
+        assert lat["higher_is_better"] is False and r["scores"]["gflops_1024"]["higher_is_better"] is False
 
 
 def test_table_lists_every_row_with_ratios_from_records(regenerated):
     recs = regenerated["records"]
     text = regenerated["table"].read_text()
     rows = _rows(text)
-    assert set(rows) == {recs[n]["label"] for n in ROWS}
+    assert set(rows) == {recs[n]["details"]["label"] for n in ROWS}
     rx = ratios(recs)
     for n in ROWS:
-        cells = rows[recs[n]["label"]]
-        assert cells[1] == f"{recs[n]['params']:,}"
+        cells = rows[recs[n]["details"]["label"]]
+        assert cells[1] == f"{int(value(recs[n], 'params')):,}"
         assert float(cells[2]) == pytest.approx(rx[n]["params_x"], abs=0.05)
         assert float(cells[6]) == pytest.approx(rx[n]["speed_x"], abs=0.05)
-    assert text == decoder_table(load_records(RESULTS))  # byte-identical re-run from the same records
+    assert text == render(results_root())  # byte-identical re-run from the same records
 
 
 def test_ratios_follow_the_records_not_a_fresh_measurement(regenerated):
     recs = copy.deepcopy(regenerated["records"])
-    recs["tiny"]["latency_cpu"]["median_ms"] = recs["sd3_vae"]["latency_cpu"]["median_ms"] / 123.0
-    row = _rows(decoder_table(recs))[recs["tiny"]["label"]]
+    key = f"cpu_ms_median_{recs['tiny']['protocol']['latency_resolution_px']}px"
+    recs["tiny"]["scores"][key]["value"] = value(recs["sd3_vae"], key) / 123.0
+    row = _rows(decoder_table(recs))[recs["tiny"]["details"]["label"]]
     assert row[6] == "123.0"
 
 
-def test_figure_is_deterministic(regenerated, tmp_path):
+def test_figure_is_deterministic(regenerated):
+    from paper_figures.decoders import decoders_figure
+
     png = regenerated["figure"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    again = draw_figure(regenerated["records"], tmp_path / "d.png").read_bytes()
-    assert again == png
+    assert decoders_figure(regenerated["records"]) == png
