@@ -163,7 +163,7 @@ def evaluate_args(bench: Benchmark, args: argparse.Namespace, write: bool = True
             return None
     scored = bench.score(plan, args)
     details = {**scored.details, "wall_time_s": time.time() - t0, "generation": counts}
-    rec = make_record("evaluation", plan.name, {"benchmark": bench.name, **plan.protocol}, scored.scores, details,
+    rec = make_record("evaluation", plan.out.stem, {"benchmark": bench.name, **plan.protocol}, scored.scores, details,
                       device=getattr(args, "device", "cpu"))
     if write:
         write_record(plan.out, rec, scored.rows)

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evals.records import build_record, write_record
+from snapgen.paths import results_dir
+from snapgen.records import make_record, score, write_record
 
 
 def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, warmup: int) -> float:
@@ -35,6 +36,23 @@ def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, w
                        check=True, capture_output=True)
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
+
+
+def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, wall_time_s: float | None,
+                      environment: dict | None = None, created: str | None = None) -> dict:
+    """Kind "benchmark": training images/s of every setting as scores (n = interleaved rounds)."""
+    scores = {f"train_images_per_s_b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}":
+              score(r["images_per_s"], None, rounds, True, "images/s") for r in rows}
+    best = max(rows, key=lambda r: r["images_per_s"])
+    rec = make_record("benchmark", name, {"benchmark": "train_throughput", **protocol}, scores,
+                      {"rows": rows, "fastest": best, "wall_time_s": wall_time_s}, environment)
+    return {**rec, "created": created} if created else rec
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    proto = {k: v for k, v in old["protocol"].items() if k != "benchmark"}
+    return throughput_record(Path(path).stem, old["rows"], proto, old["protocol"]["rounds"], old.get("wall_time_s"),
+                             old["environment"], old["created"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,17 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         r["speedup_vs_fp32_contiguous_same_batch"] = next(
             b["step_time_s"] for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
             and not b["channels_last"]) / r["step_time_s"]
-    best = max(rows, key=lambda r: r["images_per_s"])
-    scores = {"images_per_s": {f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}":
-                               r["images_per_s"] for r in rows},
-              "fastest": best, "fp32_contiguous_b{}".format(base["batch_size"]): base["images_per_s"]}
     protocol = {"preset": a.preset, "threads": a.threads, "steps": a.steps, "warmup_steps": a.warmup,
                 "rounds": a.rounds, "timing": "median step time after warm-up, median over interleaved rounds",
                 "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
-    record = build_record("train_throughput", scores, protocol, None, None, time.time() - t0,
-                          higher_is_better={"images_per_s": True})
-    record |= {"kind": "benchmark", "rows": rows}
-    out = Path(a.out) if a.out else Path("results") / "bench" / f"train_throughput_{a.preset}_t{a.threads}.json"
+    record = throughput_record(f"train_throughput_{a.preset}_t{a.threads}", rows, protocol, a.rounds,
+                               time.time() - t0)
+    out = Path(a.out) if a.out else results_dir("bench") / f"{record['name']}.json"
     write_record(out, record)
     for r in rows:
         print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "

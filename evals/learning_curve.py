@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from evals.records import build_record, write_record
 from snapgen.io import atomic_write_json
+from snapgen.paths import results_dir
+from snapgen.records import make_record, read_record, score, write_record
 
 
 def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
@@ -72,13 +73,14 @@ def wall_time_at(run: Path, step: int) -> float | None:
 
 
 def _score(bench: str, pipe: Path, out: Path, extra: list[str]) -> dict:
+    from evals.migrate_records import convert
     from evals.run import main as run_main
 
     if not out.exists():
         rc = run_main([bench, "--ckpt", str(pipe), "--out", str(out), "--no-progress", *extra])
         if rc != 0:
             raise RuntimeError(f"{bench} on {pipe} exited {rc}")
-    return json.loads(out.read_text())
+    return convert(out) or read_record(out)         # a point scored before the envelope is converted in memory
 
 
 def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: list[str] | None) -> dict:
@@ -94,20 +96,39 @@ def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: l
         pipe = checkpoint_pipeline(ck, run, dest)
         g = _score("geneval", pipe, dest / "geneval.json", geneval_args)
         point = {"step": step, "images_seen": step * train_cfg["batch_size"] * train_cfg.get("grad_accum", 1),
-                 "train_wall_s": wall_time_at(run, step), "geneval_overall": g["scores"]["overall"],
-                 "geneval_ci95": g["scores"]["overall_ci95"],
-                 "geneval_tasks": {t: v["accuracy"] for t, v in g["scores"]["tasks"].items()},
+                 "train_wall_s": wall_time_at(run, step), "geneval_overall": g["scores"]["geneval_overall"]["value"],
+                 "geneval_ci95": g["scores"]["geneval_overall"]["ci95"],
+                 "geneval_tasks": {t: v["accuracy"] for t, v in g["details"]["tasks"].items()},
                  "geneval_record": str(dest / "geneval.json")}
         if fid_args is not None:
             f = _score("fid", pipe, dest / "fid.json", fid_args)
-            key = next(k for k in f["scores"] if k.startswith("fid_") and not k.endswith("_spread"))
-            point |= {"fid_key": key, "fid": f["scores"][key], "fid_spread": f["scores"].get(f"{key}_spread"),
-                      "fid_record": str(dest / "fid.json")}
+            key = next(k for k in f["scores"] if k.startswith("fid"))
+            point |= {"fid_key": key, "fid": f["scores"][key]["value"],
+                      "fid_spread": f["details"]["raw"].get(f"{key}_spread"), "fid_record": str(dest / "fid.json")}
         points.append(point)
         print(f"step {step:6d}: GenEval {point['geneval_overall']:.3f} {point['geneval_ci95']}"
               + (f"  FID {point['fid']:.1f}" if "fid" in point else ""), flush=True)
     return {"run": str(run), "name": name, "train_config": train_cfg, "points": points,
             "protocol_geneval": g["protocol"], "protocol_fid": f["protocol"] if fid_args is not None else None}
+
+
+def curve_record(name: str, points: list[dict], protocol: dict, wall_time_s: float | None,
+                 environment: dict | None = None, created: str | None = None) -> dict:
+    """Kind "curve": the last point's GenEval overall (and FID) as scores, every point in details."""
+    last = points[-1]
+    n = protocol["geneval"].get("n_prompts") if protocol.get("geneval") else None
+    scores = {"final_geneval_overall": score(last["geneval_overall"], last["geneval_ci95"], n, True, "fraction")}
+    if "fid" in last:
+        scores[f"final_{last['fid_key']}"] = score(last["fid"], None, (protocol.get("fid") or {}).get("n_gen"), False,
+                                                   "FID")
+    rec = make_record("curve", f"learning_curve-{name}", protocol, scores,
+                      {"points": points, "wall_time_s": wall_time_s}, environment)
+    return {**rec, "created": created} if created else rec
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    return curve_record(Path(path).stem.removeprefix("learning_curve-"), old["points"], old["protocol"],
+                        old.get("wall_time_s"), old["environment"], old["created"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,14 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scores = {"final_geneval_overall": result["points"][-1]["geneval_overall"],
-              "final_geneval_ci95": result["points"][-1]["geneval_ci95"]}
-    record = build_record("learning_curve", scores, {"geneval": result["protocol_geneval"],
-                                                     "fid": result["protocol_fid"], "run": result["run"],
-                                                     "train_config": result["train_config"]},
-                          None, None, time.time() - t0, higher_is_better={"final_geneval_overall": True})
-    record |= {"kind": "learning_curve", "points": result["points"]}
-    out = Path(a.out) if a.out else Path("results") / "world" / f"learning_curve-{name}.json"
+    record = curve_record(name, result["points"], {"geneval": result["protocol_geneval"], "fid": result["protocol_fid"],
+                                                   "run": result["run"], "train_config": result["train_config"]},
+                          time.time() - t0)
+    out = Path(a.out) if a.out else results_dir("world") / f"learning_curve-{name}.json"
     write_record(out, record)
     print(f"record: {out}")
     return 0

@@ -1,22 +1,15 @@
-"""Result records: one JSON per run with the full protocol card, scores with bootstrap CIs, and a
-per-sample JSONL beside it. ``compare`` refuses to compare runs whose protocols differ."""
+"""Statistics on evaluation records: bootstrap CIs over prompts, the prompt-set hash, paired differences between
+two records that share prompts and seeds, and the schema-1 converter of evaluation records. The envelope itself
+is ``snapgen.records``; comparison of records is ``evals.compare``."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from snapgen.env import environment
-from snapgen.io import atomic_write_json, atomic_write_text, sha256_json
-
-SCHEMA_VERSION = 1
-
-# Protocol fields that must match for two scores to be comparable.
-PROTOCOL_KEYS = ("benchmark", "sampler", "images_per_prompt", "prompt_set_sha256", "seed_scheme", "evaluator",
-                 "resolution", "scoring_mode")
+from snapgen.io import sha256_json
 
 
 def bootstrap_ci(groups: dict[str, list[float]] | list[float], statistic: Callable[[dict], float] | None = None,
@@ -47,54 +40,70 @@ def prompt_set_hash(items: list[Any]) -> str:
     return sha256_json(items)
 
 
-def build_record(benchmark: str, scores: dict[str, Any], protocol: dict[str, Any], generator: dict[str, Any] | None,
-                 samples_path: Path | None, wall_time_s: float, device: str = "cpu",
-                 higher_is_better: dict[str, bool] | None = None) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION, "kind": "eval", "benchmark": benchmark, "scores": scores,
-        "higher_is_better": higher_is_better or {}, "protocol": {"benchmark": benchmark, **protocol},
-        "generator": generator, "samples_jsonl": str(samples_path) if samples_path else None,
-        "wall_time_s": wall_time_s, "environment": environment(device),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def migrate_v1_eval(old: dict, path: Path) -> dict:
+    """A schema-1 evaluation record (GenEval, DPG-Bench, FID) -> the envelope, numbers unchanged; the scores are
+    built by the same ``scores_of`` the benchmark uses for new records."""
+    from evals.api import get_benchmark
+    from snapgen.paths import REPO_ROOT
+    from snapgen.records import SCHEMA_VERSION
+
+    bench = get_benchmark(old["benchmark"])
+    s = old["scores"]
+    details = {"wall_time_s": old.get("wall_time_s"), "generation": old.get("generation")}
+    if old["benchmark"] == "geneval":
+        rows = _read_rows(old, path, REPO_ROOT)
+        prompts: dict[str, set] = {}
+        for r in rows:
+            prompts.setdefault(r["tag"], set()).add(r["prompt_index"])
+        summary = {**s, "tasks": {t: {**v, "prompts": len(prompts.get(t, ()))} for t, v in s["tasks"].items()}}
+        scores = bench.scores_of(summary)
+        details.update(tasks=summary["tasks"], images=s["images"], missing_tasks=s["missing_tasks"])
+    elif old["benchmark"] == "dpg":
+        scores = bench.scores_of(s)
+        details.update(modes={m: {k: v for k, v in x.items() if k not in ("overall_x100", "overall_ci95_x100")}
+                              for m, x in s.items()}, vqa_calls=old.get("vqa_calls"))
+    elif old["benchmark"] == "fid":
+        scores = bench.scores_of(s, old["protocol"].get("tag"))
+        details.update(raw=s, seconds=old.get("seconds"))
+    else:
+        raise ValueError(f"{path}: no schema-1 converter for benchmark {old['benchmark']!r}")
+    if old.get("samples_jsonl"):
+        details["samples_jsonl"] = old["samples_jsonl"]
+    return {"schema_version": SCHEMA_VERSION, "kind": "evaluation", "name": Path(path).stem,
+            "protocol": old["protocol"], "scores": scores, "details": details,
+            "environment": old["environment"], "created": old["created"]}
 
 
-def write_record(path: Path, record: dict, rows: list[dict] | None = None) -> Path:
-    path = Path(path)
-    if rows is not None:
-        jsonl = path.with_suffix(".samples.jsonl")
-        atomic_write_text(jsonl, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-        record = {**record, "samples_jsonl": str(jsonl)}
-    atomic_write_json(path, record)
-    return path
+def _read_rows(rec: dict, path: Path, repo_root: Path) -> list[dict]:
+    """The per-sample rows of a record (``details.samples_jsonl`` or the schema-1 ``samples_jsonl``)."""
+    ref = (rec.get("details") or {}).get("samples_jsonl") or rec.get("samples_jsonl")
+    candidates = [Path(path).with_suffix(".samples.jsonl")] + ([Path(ref), repo_root / ref] if ref else [])
+    for c in candidates:
+        if c.is_file():
+            return [json.loads(x) for x in c.read_text().splitlines() if x.strip()]
+    raise FileNotFoundError(f"{path}: its per-sample file is missing (looked for {[str(c) for c in candidates]})")
 
 
-def validate_record(rec: dict) -> None:
-    missing = [k for k in ("schema_version", "benchmark", "scores", "protocol", "environment", "wall_time_s")
-               if k not in rec]
-    if missing:
-        raise ValueError(f"not a snapgen-bench result record: missing {missing}")
+def read_rows(rec: dict, path: str | Path) -> list[dict]:
+    from snapgen.paths import REPO_ROOT
+
+    return _read_rows(rec, Path(path), REPO_ROOT)
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
+# ----------------------------------------------------------------------------- paired comparison
 
 
-def compare(a: dict, b: dict) -> tuple[list[tuple[str, Any, Any]], list[tuple[str, Any, Any, Any]]]:
-    """(protocol mismatches [(key, a, b)], score rows [(metric, a, b, b - a)])."""
-    validate_record(a)
-    validate_record(b)
-    pa, pb = _flatten({k: a["protocol"].get(k) for k in PROTOCOL_KEYS}), _flatten({k: b["protocol"].get(k) for k in PROTOCOL_KEYS})
-    mismatch = [(k, pa.get(k), pb.get(k)) for k in sorted(set(pa) | set(pb))
-                if pa.get(k) != pb.get(k) and not k.startswith(("sampler.checkpoint", "evaluator.weights_path"))]
-    sa, sb = _flatten(a["scores"]), _flatten(b["scores"])
-    rows = []
-    for k in sorted(set(sa) & set(sb)):
-        if isinstance(sa[k], (int, float)) and isinstance(sb[k], (int, float)):
-            rows.append((k, sa[k], sb[k], sb[k] - sa[k]))
-    return mismatch, rows
+def paired_difference(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """B - A for a metric that is the mean over strata of the mean over units (``Benchmark.units``), over the
+    units both runs share; 95% CI by a bootstrap resampling units within each stratum."""
+    if set(a) != set(b) or any(set(a[k]) != set(b[k]) for k in a):
+        raise ValueError("paired difference needs the same prompts (and seeds) in both records")
+    strata = {k: np.array([b[k][u] - a[k][u] for u in a[k]]) for k in a}     # A's order: a fixed bootstrap stream
+    diff = float(np.mean([d.mean() for d in strata.values()]))
+    rng = np.random.default_rng(seed)
+    boots = np.array([np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in strata.values()])
+                      for _ in range(n_boot)])
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"diff": diff, "ci95": [float(lo), float(hi)], "n_units": int(sum(len(d) for d in strata.values())),
+            "p_two_sided": float(min(1.0, 2 * min(np.mean(boots <= 0), np.mean(boots >= 0))))}

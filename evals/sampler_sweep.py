@@ -18,27 +18,52 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.records import build_record, write_record
+from evals.benchmarks.geneval import TASKS
+from evals.records import paired_difference
+from snapgen.paths import display, results_dir
+from snapgen.records import read_record, write_record
 
 
-def paired_difference(a_rows: list[dict], b_rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """Mean-of-task-accuracies difference B - A over the same (prompt, sample) images, with a bootstrap CI
-    resampling prompts within each task (the GenEval overall's own stratification)."""
-    key = lambda r: (r["tag"], r["prompt_index"], r["sample_index"])
-    a = {key(r): float(r["correct"]) for r in a_rows}
-    b = {key(r): float(r["correct"]) for r in b_rows}
-    if set(a) != set(b):
-        raise ValueError("paired difference needs the same prompts and samples in both runs")
-    per_prompt: dict[str, dict[int, list[float]]] = {}
-    for k in a:
-        per_prompt.setdefault(k[0], {}).setdefault(k[1], []).append(b[k] - a[k])
-    strata = {t: np.array([np.mean(v) for v in d.values()]) for t, d in per_prompt.items()}
-    diff = float(np.mean([s.mean() for s in strata.values()]))
-    rng = np.random.default_rng(seed)
-    boots = [np.mean([s[rng.integers(0, len(s), len(s))].mean() for s in strata.values()]) for _ in range(n_boot)]
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    return {"diff": diff, "ci95": [float(lo), float(hi)],
-            "p_two_sided": float(min(1.0, 2 * min(np.mean(np.array(boots) <= 0), np.mean(np.array(boots) >= 0))))}
+def geneval_units(rec: dict, path: str | Path) -> dict:
+    from evals.api import get_benchmark
+    from evals.records import read_rows
+
+    return get_benchmark("geneval").units(read_rows(rec, path))["geneval_overall"]
+
+
+def paired_vs(ref: tuple[dict, str], other: tuple[dict, str]) -> dict:
+    """GenEval overall of ``other`` minus ``ref`` over the same (prompt, sample) images; bootstrap over prompts
+    within tasks (the overall's own stratification)."""
+    return paired_difference(geneval_units(*ref), geneval_units(*other))
+
+
+def sweep_record(name: str, rows: list[dict], default: tuple[float, int], default_rec: dict, protocol: dict,
+                 wall_time_s: float | None, environment: dict | None = None, created: str | None = None) -> dict:
+    """The sweep's record: the default and the best cell's GenEval overall as scores; every cell in details."""
+    from snapgen.records import make_record, score
+
+    best = max(rows, key=lambda r: r["overall"])
+    ref = next(r for r in rows if (r["guidance"], r["steps"]) == default)
+    n = default_rec["scores"]["geneval_overall"]["n"] if "geneval_overall" in default_rec["scores"] else None
+    scores = {"default_geneval_overall": score(ref["overall"], ref["ci95"], n, True, "fraction"),
+              "best_geneval_overall": score(best["overall"], best["ci95"], n, True, "fraction")}
+    details = {"cells": rows, "best": {"guidance": best["guidance"], "steps": best["steps"]},
+               "default": {"guidance": default[0], "steps": default[1]}, "wall_time_s": wall_time_s}
+    rec = make_record("sweep", f"sampler_sweep-{name}", protocol, scores, details, environment)
+    return {**rec, "created": created} if created else rec
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    from snapgen.paths import REPO_ROOT
+
+    d = old["scores"]["default"]
+    cell = next(c for c in old["cells"] if (c["guidance"], c["steps"]) == (d["guidance"], d["steps"]))
+    cell_rec = json.loads((REPO_ROOT / cell["record"]).read_text())
+    n = (cell_rec["scores"]["geneval_overall"]["n"] if cell_rec.get("schema_version") == 2
+         else cell_rec["scores"]["prompts"])
+    return sweep_record(Path(path).stem.removeprefix("sampler_sweep-"), old["cells"], (d["guidance"], d["steps"]),
+                        {"scores": {"geneval_overall": {"n": n}}}, old["protocol"], old.get("wall_time_s"),
+                        old["environment"], old["created"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = list(dict.fromkeys([(a.default[0], int(a.default[1]))] + grid))
     cells = {}
     for g, s in grid:
-        out = Path("results") / "world" / "sampler_sweep" / f"{name}-g{g:g}-s{s}.json"
+        out = results_dir("world", "sampler_sweep") / f"{name}-g{g:g}-s{s}.json"
         if not out.exists():
             rc = run_main(["geneval", "--ckpt", a.ckpt, "--guidance", str(g), "--steps", str(s), "--threads",
                            str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--out", str(out),
@@ -78,25 +103,21 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 print(f"error: geneval exited {rc} for guidance {g}, steps {s}", file=sys.stderr)
                 return rc
-        cells[(g, s)] = json.loads(out.read_text()) | {"_path": str(out)}
+        cells[(g, s)] = (read_record(out), str(out))
     ref_key = (a.default[0], int(a.default[1]))
-    load = lambda rec: [json.loads(x) for x in Path(rec["samples_jsonl"]).read_text().splitlines()]
-    ref_rows = load(cells[ref_key])
     rows = []
-    for (g, s), rec in cells.items():
-        rows.append({"guidance": g, "steps": s, "overall": rec["scores"]["overall"],
-                     "ci95": rec["scores"]["overall_ci95"],
-                     "tasks": {t: v["accuracy"] for t, v in rec["scores"]["tasks"].items()},
-                     "paired_vs_default": paired_difference(ref_rows, load(rec)), "record": rec["_path"]})
-    best = max(rows, key=lambda r: r["overall"])
-    scores = {"best": {"guidance": best["guidance"], "steps": best["steps"], "overall": best["overall"]},
-              "default": {"guidance": ref_key[0], "steps": ref_key[1], "overall": cells[ref_key]["scores"]["overall"]}}
-    protocol = {"ckpt": a.ckpt, "prompts": cells[ref_key]["protocol"].get("prompts"),
+    for (g, s), (rec, path) in cells.items():
+        sc = rec["scores"]
+        rows.append({"guidance": g, "steps": s, "overall": sc["geneval_overall"]["value"],
+                     "ci95": sc["geneval_overall"]["ci95"],
+                     "tasks": {k.removeprefix("geneval_"): v["value"] for k, v in sc.items()
+                               if k.removeprefix("geneval_") in TASKS},
+                     "paired_vs_default": paired_vs(cells[ref_key], (rec, path)), "record": display(path)})
+    protocol = {"ckpt": a.ckpt, "prompts": cells[ref_key][0]["protocol"].get("prompts"),
                 "n_per_prompt": a.n_per_prompt, "threads": a.threads,
                 "pairing": "same prompts and per-sample seeds in every cell; bootstrap over prompts within tasks"}
-    record = build_record("sampler_sweep", scores, protocol, None, None, time.time() - t0)
-    record |= {"kind": "sampler_sweep", "cells": rows}
-    out = Path("results") / "world" / f"sampler_sweep-{name}.json"
+    record = sweep_record(name, rows, ref_key, cells[ref_key][0], protocol, time.time() - t0)
+    out = results_dir("world") / f"sampler_sweep-{name}.json"
     write_record(out, record)
     for r in sorted(rows, key=lambda r: (r["guidance"], r["steps"])):
         d = r["paired_vs_default"]

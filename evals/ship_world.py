@@ -63,15 +63,18 @@ def score(dest: Path, extra: list[str]) -> dict:
     rc = run_main(["geneval", "--ckpt", "world-tiny", "--no-progress", *extra])
     if rc != 0:
         raise RuntimeError(f"GenEval on the shipped model exited {rc}")
-    rec_path = Path("results") / "geneval" / "world-tiny-geneval.json"
-    rec = json.loads(rec_path.read_text())
-    summary = {"record": str(rec_path), "overall": rec["scores"]["overall"],
-               "overall_ci95": rec["scores"]["overall_ci95"],
-               "tasks": {t: v["accuracy"] for t, v in rec["scores"]["tasks"].items()},
+    from snapgen.paths import REPO_ROOT, display, results_dir
+    from snapgen.records import read_record
+
+    rec_path = results_dir("geneval") / "world-tiny-geneval.json"
+    rec = read_record(rec_path)
+    summary = {"record": display(rec_path), "overall": rec["scores"]["geneval_overall"]["value"],
+               "overall_ci95": rec["scores"]["geneval_overall"]["ci95"],
+               "tasks": {t: v["accuracy"] for t, v in rec["details"]["tasks"].items()},
                "prompts": rec["protocol"].get("prompts"), "sampler": rec["protocol"].get("sampler"),
                "git_commit": rec["environment"].get("git_commit")}
     atomic_write_json(dest / "heldout_scores.json", summary)
-    sample_figure(Path(rec["samples_jsonl"]), Path("results") / "figures" / "world_tiny_heldout_samples.png")
+    sample_figure(REPO_ROOT / rec["details"]["samples_jsonl"], results_dir("figures") / "world_tiny_heldout_samples.png")
     return summary
 
 

@@ -18,7 +18,8 @@ Conventions (PEERS pain point 6: backbone, scale, clipping and truncation all ch
   that resamples prompts (seeded).
 
 Weights never come from a hub: ``ClipScorer.from_pretrained`` takes a local file and records its
-sha256 in :attr:`ClipScorer.protocol`. No real CLIP weights exist offline here, so agreement with
+sha256 in :attr:`ClipScorer.protocol` (also returned by ``info()``, the scorer convention of
+:mod:`evals.metrics`). No real CLIP weights exist offline here, so agreement with
 published CLIP scores was NOT checked; the tests use a tiny random open_clip model and compare
 against open_clip's own tokenizer + encoders.
 """
@@ -137,7 +138,11 @@ def _check_model_name(model_name: str) -> None:
 
 
 class ClipScorer:
-    """Scores (image, prompt) pairs with a local open_clip model. ``higher_is_better`` for both keys."""
+    """Scores (image, prompt) pairs with a local open_clip model. ``higher_is_better`` for both keys.
+
+    Scorer convention (:mod:`evals.metrics`): ``from_pretrained(weights_path, ..., device)``,
+    ``info()``, ``score_batch(images, prompts) -> list[float]``; ``score`` adds the scaled key per row.
+    """
 
     higher_is_better = True
 
@@ -183,6 +188,15 @@ class ClipScorer:
                     "preprocess": repr(preprocess), **asdict(config)}
         return cls(model, preprocess, tokenizer, config, protocol, device)
 
+    def info(self) -> dict[str, Any]:
+        """Weights (file, sha256), preprocessing, truncation and scale: the scorer's protocol card."""
+        return dict(self.protocol)
+
+    @property
+    def metric_key(self) -> str:
+        """The key of the per-sample floats :meth:`score_batch` returns (the raw cosine)."""
+        return self.keys[0]
+
     @property
     def keys(self) -> tuple[str, str]:
         """(cosine key, scaled key), e.g. ('clip_score_vitl14_cos', 'clip_score_vitl14_x100')."""
@@ -201,6 +215,12 @@ class ClipScorer:
         img = self.model.encode_image(pixels, normalize=True).float()                  # (N, D)
         txt = self.model.encode_text(tokens, normalize=True).float()                   # (N, D)
         return (img * txt).sum(dim=-1).cpu()
+
+    def score_batch(self, images: Sequence, prompts: Sequence[str]) -> list[float]:
+        """The scorer convention: one cosine (:attr:`metric_key`) per (PIL image, prompt) pair, one forward pass."""
+        if len(images) != len(prompts):
+            raise ValueError(f"score_batch: {len(images)} images but {len(prompts)} prompts")
+        return self.cosines(images, prompts).tolist()
 
     def score(self, images: Sequence, prompts: Sequence[str], batch_size: int = 32) -> list[dict]:
         """One row per (image, prompt) pair: ``{'prompt', <cos key>, <x100 key>}``."""

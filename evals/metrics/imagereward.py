@@ -200,7 +200,11 @@ def map_official_state_dict(state_dict: dict, model: nn.Module, head_indices: Se
 # The model
 # ---------------------------------------------------------------------------------------------
 class ImageRewardModel(nn.Module):
-    """BLIP ViT + cross-attending BERT + MLP head; ``score(prompt, images) -> list[float]``."""
+    """BLIP ViT + cross-attending BERT + MLP head; ``score(prompt, images) -> list[float]``.
+
+    Scorer convention (:mod:`evals.metrics`): ``from_pretrained(ckpt_path, med_config_path,
+    tokenizer_dir, config, device)``, ``info()``, ``score_batch(images, prompts) -> list[float]``.
+    """
 
     higher_is_better = True
     metric_key = "imagereward_v1"
@@ -260,6 +264,22 @@ class ImageRewardModel(nn.Module):
                          encoder_attention_mask=image_atts, is_decoder=False).last_hidden_state  # (B, L, Dt)
         raw = self.head(text[:, 0, :].float()).squeeze(-1)                                # (B,)
         return (raw - self.cfg.reward_mean) / self.cfg.reward_std
+
+    def info(self) -> dict:
+        """Weights (files, sha256), preprocessing and tokenisation: the scorer's protocol card."""
+        return dict(self.protocol)
+
+    @torch.inference_mode()
+    def score_batch(self, images: Sequence, prompts: Sequence[str]) -> list[float]:
+        """The scorer convention: one standardised reward per (PIL image or path, prompt) pair, one forward pass."""
+        if len(images) != len(prompts):
+            raise ValueError(f"score_batch: {len(images)} images but {len(prompts)} prompts")
+        device = next(self.parameters()).device
+        tokens = [self.tokenize(p) for p in prompts]                                       # each (1, L)
+        input_ids = torch.cat([t["input_ids"] for t in tokens]).to(device)                # (B, L)
+        attention_mask = torch.cat([t["attention_mask"] for t in tokens]).to(device)      # (B, L)
+        pixels = torch.stack([self.preprocess(_open_image(im)) for im in images]).to(device)  # (B, 3, S, S)
+        return self(input_ids, attention_mask, pixels).cpu().tolist()
 
     @torch.inference_mode()
     def score(self, prompt: str, images: Sequence, batch_size: int = 8) -> list[float]:

@@ -1,17 +1,18 @@
 """Run the Swift benchmark (``evals/iphone/SnapGenBench``) on a connected iPhone and record the numbers.
 
 Steps (macOS with Xcode only):
-  1. export (or reuse) the U-Net and decoder ``.mlpackage`` files (``snapgen.export.coreml``);
+  1. export (or reuse) the U-Net and decoder ``.mlpackage`` files (``evals.latency.coreml.ensure_packages``);
   2. compile each to ``.mlmodelc``: ``xcrun coremlcompiler compile <pkg> <dir>``;
   3. copy the Swift package to a build folder, stage ``bench_config.json`` + ``Models/*.mlmodelc``
      as test resources;
   4. check the device is connected: ``xcrun devicectl list devices --json-output <file>``;
   5. ``xcodebuild test -scheme SnapGenBench -destination 'platform=iOS,name=<device>'`` (the XCTest
      times N predictions per compute unit after warm-up and prints its JSON between markers);
-  6. parse the JSON from the log and write one latency record per compute unit.
+  6. parse the JSON from the log and build one latency record per compute unit (the CLI writes them).
 
 Every command is built by a pure function returning an argv list (tested on Linux); only
-:func:`run_iphone` executes them.
+:func:`run_iphone` executes them. It receives a :class:`~evals.latency.settings.LatencyJob`, never the
+argparse namespace.
 """
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from evals.latency.coreml import ensure_packages
+from evals.latency.measure import estimate_end_to_end_ms
+from evals.latency.records import latency_record
+from evals.latency.settings import COMPONENTS, LatencyJob, LatencySettings
 from snapgen.cost import summarize_times
-from snapgen.latency import COMPONENTS, LatencySettings, estimate_end_to_end_ms, latency_record, write_record
+from snapgen.env import environment
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "SnapGenBench"
 SCHEME = "SnapGenBench"
@@ -159,30 +164,27 @@ def stage_package(work: Path, compiled: dict[str, Path], config: dict[str, Any])
     return dst
 
 
-def run_iphone(args) -> list[Path]:
-    """``--target iphone``: export, compile, build and run on the named device, write the records."""
-    from evals.latency import ensure_packages, settings_from_args
-    from snapgen.env import environment
-
-    if not args.device_name:
+def run_iphone(job: LatencyJob) -> list[dict[str, Any]]:
+    """``--target iphone``: export, compile, build and run on the named device -> one record per compute unit."""
+    device_name, s = job.coreml.device_name, job.settings
+    if not device_name:
         raise RuntimeError("--target iphone needs --device-name (the name Xcode shows for the connected iPhone)")
     if shutil.which("xcrun") is None or shutil.which("xcodebuild") is None:
         raise XcodeToolsMissing("--target iphone needs macOS with Xcode's command-line tools (xcrun, xcodebuild) "
                                 "and a connected, trusted iPhone in developer mode; none found on this machine")
-    s = settings_from_args(args, args.resolution or 1024)
-    packages, model = ensure_packages(args, s)
+    packages, model = ensure_packages(job)
     with tempfile.TemporaryDirectory(prefix="snapgen_iphone_") as tmp:
         work = Path(tmp)
         _run(list_devices_argv(work / "devices.json"))
-        device = find_device(parse_devices(json.loads((work / "devices.json").read_text())), args.device_name)
+        device = find_device(parse_devices(json.loads((work / "devices.json").read_text())), device_name)
         compiled = {}
         for comp, pkg in packages.items():
             _run(coremlcompiler_argv(pkg, work / "compiled"))
             compiled[comp] = work / "compiled" / (pkg.stem + ".mlmodelc")
-        config = bench_config({c: p.name for c, p in compiled.items()}, args.compute_units, s.warmup, s.repeats, s.steps)
+        config = bench_config({c: p.name for c, p in compiled.items()}, list(job.coreml.compute_units), s.warmup,
+                              s.repeats, s.steps)
         pkg_dir = stage_package(work, compiled, config)
-        proc = _run(xcodebuild_test_argv(args.device_name, work / "derived", work / "result.xcresult", args.team_id),
+        proc = _run(xcodebuild_test_argv(device_name, work / "derived", work / "result.xcresult", job.coreml.team_id),
                     cwd=pkg_dir)
         report = extract_report(proc.stdout)
-    model = {**model, "device": device}
-    return [write_record(r, args.out) for r in records_from_report(report, s, model, args.device_name, environment("cpu"))]
+    return records_from_report(report, s, {**model, "device": device}, device_name, environment("cpu"))

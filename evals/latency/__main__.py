@@ -1,0 +1,5 @@
+import sys
+
+from evals.latency import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""The ``python -m evals.run latency`` command line: parse the flags into a :class:`LatencyJob` (the only place
+that sees the argparse namespace), run the target's path, write one record per result and print a summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ablations.variants import REGISTRY
+from evals.latency.settings import (COMPRESSIONS, COMPUTE_UNITS, DTYPES, TARGETS, CoreMLSettings, LatencyJob,
+                                    LatencySettings, ModelSource)
+
+NAME = "latency"
+HELP = "latency per component and end to end on cpu | cuda | mac (Core ML) | iphone (Core ML, Xcode)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--variant", choices=REGISTRY.names(), help="registered architecture (random weights)")
+    src.add_argument("--ckpt", type=Path, help="pipeline directory written by SnapGenPipeline.save_pretrained")
+    p.add_argument("--target", choices=TARGETS, default="cpu")
+    p.add_argument("--resolution", type=int, default=None, help="output pixels (default: variant / pipeline resolution)")
+    p.add_argument("--steps", type=int, default=4, help="sampling steps of the end-to-end run")
+    p.add_argument("--cfg", action=argparse.BooleanOptionalAction, default=False,
+                   help="classifier-free guidance: doubles the U-Net batch (default off)")
+    p.add_argument("--batch", type=int, default=1, help="images per batch")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls (>= 1; the first is reported apart)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls (median and p90 reported)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and decoder")
+    p.add_argument("--decoder", choices=("auto", "tiny", "sd3_vae", "sdxl_vae", "none"), default="auto",
+                   help="auto: tiny for SnapGen variants, sdxl_vae for sdxl-unet, the pipeline's own for --ckpt")
+    p.add_argument("--text", choices=("auto", "minilm", "none"), default="auto",
+                   help="text encoders for --variant (auto: minilm, none with --tiny); --ckpt uses its stack")
+    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end timing")
+    p.add_argument("--tiny", action="store_true", help="tiny widths of the variant (tests, dry runs)")
+    p.add_argument("--out", type=Path, default=None, help="records root (default results/latency)")
+    p.add_argument("--dry-run", action="store_true", help="print the settings and exit")
+    g = p.add_argument_group("Core ML targets (mac, iphone)")
+    g.add_argument("--compute-units", nargs="+", choices=COMPUTE_UNITS, default=list(COMPUTE_UNITS))
+    g.add_argument("--packages", type=Path, default=Path("exports/coreml"), help="where .mlpackage files are (re)made")
+    g.add_argument("--compress", choices=COMPRESSIONS, default="none")
+    g.add_argument("--device-name", help="iphone: the connected device's name (as Xcode shows it)")
+    g.add_argument("--team-id", help="iphone: Apple development team for code signing")
+
+
+def settings_from_args(args: argparse.Namespace, resolution: int) -> LatencySettings:
+    return LatencySettings(target=args.target, resolution=resolution, steps=args.steps, cfg=args.cfg, batch=args.batch,
+                           dtype=args.dtype, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                           compile=args.compile, end_to_end=not args.no_e2e)
+
+
+def job_from_args(args: argparse.Namespace) -> LatencyJob:
+    """Parse once at the edge; the default resolution is the variant's / pipeline's (1024 on Core ML targets)."""
+    from evals.latency.components import default_resolution
+
+    source = ModelSource(variant=args.variant, ckpt=args.ckpt, tiny=args.tiny, decoder=args.decoder, text=args.text)
+    resolution = args.resolution or (1024 if args.target in ("mac", "iphone") else default_resolution(source))
+    coreml = CoreMLSettings(compute_units=tuple(args.compute_units), packages=args.packages, compress=args.compress,
+                            device_name=args.device_name, team_id=args.team_id)
+    return LatencyJob(settings_from_args(args, resolution), source, coreml, args.out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """CLI body for ``python -m evals.run latency``; returns the exit code."""
+    if args.dry_run:
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                          if not callable(v)}, indent=2, sort_keys=True))
+        return 0
+    from evals.latency.run import run_job
+
+    try:
+        paths = run_job(job_from_args(args))
+    except RuntimeError as e:  # CoreMLPredictionUnavailable, missing Xcode tools
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from evals.latency.records import read_latency, summary_line
+
+    for path in paths:
+        print(summary_line(path, read_latency(path)))
+    return 0
+
+
+def main(argv: list[str] | None = None, doc: str | None = None) -> int:
+    """``python -m evals.latency``; ``doc`` (first line = description, the rest = epilog) is the package's."""
+    doc = doc or __doc__
+    p = argparse.ArgumentParser(prog="python -m evals.run latency", description=doc.split("\n")[0],
+                                epilog=doc.split("\n\n", 1)[-1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
