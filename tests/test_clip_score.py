@@ -188,3 +188,16 @@ def test_scorer_aggregate_uses_both_keys(scorer):
 def test_length_mismatch_raises(scorer):
     with pytest.raises(ValueError, match="2 images but 3 prompts"):
         scorer.score(_images(2), PROMPTS[:3])
+
+
+def test_scorer_convention(scorer):
+    from evals.metrics import PairScorer
+
+    images = _images(len(PROMPTS), seed=5)
+    assert isinstance(scorer, PairScorer) and scorer.higher_is_better is True
+    assert scorer.metric_key == scorer.keys[0] and scorer.info() == scorer.protocol
+    values = scorer.score_batch(images, PROMPTS)
+    assert isinstance(values, list) and len(values) == len(PROMPTS)
+    np.testing.assert_allclose(values, [r[scorer.metric_key] for r in scorer.score(images, PROMPTS)], atol=1e-6)
+    with pytest.raises(ValueError):
+        scorer.score_batch(images, PROMPTS[:2])

@@ -323,3 +323,18 @@ def test_real_uncased_bert_vocab_gives_official_vocab_size():
     assert len(tok) == 30524  # med_config.json vocab_size: bert-base-uncased 30522 + [DEC] + [ENC]
     enc = tok("A Photo of a CAT", padding="max_length", truncation=True, max_length=35)
     assert enc["input_ids"][:7] == [101, 1037, 6302, 1997, 1037, 4937, 102] and len(enc["input_ids"]) == 35
+
+
+def test_scorer_convention(model):
+    from evals.metrics import PairScorer
+
+    images = _images(4, seed=6)
+    prompts = ["a red cat", "a blue dog", "a red cat", "the big table"]
+    assert isinstance(model, PairScorer) and model.higher_is_better is True
+    assert model.info() == model.protocol and model.info()["weights_sha256"] == model.protocol["weights_sha256"]
+    values = model.score_batch(images, prompts)
+    assert isinstance(values, list) and len(values) == 4
+    expected = [model.score(p, [im])[0] for im, p in zip(images, prompts)]
+    np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError):
+        model.score_batch(images, prompts[:1])
