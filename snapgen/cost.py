@@ -134,3 +134,44 @@ def time_fn(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5,
             sync()
         times.append(timer() - t0)
     return summarize_times(times, warmup)
+
+
+def cuda_time_fn(fn: Callable[[], Any], warmup: int, repeats: int) -> LatencyStats:
+    """Like :func:`time_fn` but timed with CUDA events (device time, no host jitter)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return summarize_times(times, warmup)
+
+
+def time_first_call_apart(fn: Callable[[], Any], warmup: int, repeats: int, device: str | torch.device = "cpu",
+                          timer: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """The latency protocol's timing: the first call timed apart (``first_call_ms``: lazy init, kernel choice,
+    ``torch.compile``), then ``warmup - 1`` untimed calls and ``repeats`` timed ones (CUDA events on CUDA).
+
+    Returns the :class:`LatencyStats` fields (``warmup`` counts the first call) plus ``first_call_ms`` and
+    ``clock``.
+    """
+    if warmup < 1 or repeats < 1:
+        raise ValueError(f"warmup ({warmup}) and repeats ({repeats}) must be >= 1")
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else None
+    t0 = timer()
+    fn()
+    if sync:
+        sync()
+    first_ms = (timer() - t0) * 1e3
+    if cuda:
+        stats = cuda_time_fn(fn, warmup - 1, repeats)
+    else:
+        stats = time_fn(fn, warmup=warmup - 1, repeats=repeats, timer=timer, sync=sync)
+    stats.warmup = warmup
+    return {**stats.to_dict(), "first_call_ms": first_ms, "clock": "cuda_events" if cuda else "perf_counter"}

@@ -1,5 +1,5 @@
 """Latency protocol: statistics on a fake clock, record validation, the CLI on a tiny variant, the iPhone
-orchestrator's commands and report parsing, and the latency table."""
+orchestrator's commands and report parsing, the schema-1 converters, and the latency table."""
 from __future__ import annotations
 
 import copy
@@ -11,12 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.latency_table import latency_table
+from ablations.tables.latency import latency_table, render
 from evals import latency as cli
-from evals.iphone import orchestrator as orch
+from evals.latency.iphone import orchestrator as orch
+from evals.latency.measure import Component, estimate_end_to_end_ms, euler_loop, measure, time_component
+from evals.latency.records import (latency_record, migrate_v1, migrate_v1_coreml, record_path, stats,
+                                   validate_latency, write_latency)
+from evals.latency.settings import LatencyJob, LatencySettings, ModelSource
 from snapgen.env import environment
-from snapgen.latency import (Component, LatencySettings, estimate_end_to_end_ms, euler_loop, latency_record, measure,
-                             record_path, time_component, validate_latency_record, write_record)
+from snapgen.records import RecordError, make_record, read_record, score, validate_record, write_record
+
+REPO = Path(__file__).resolve().parents[1]
 
 SAMPLE = Path(orch.__file__).parent / "sample_report.json"
 
@@ -51,46 +56,61 @@ def test_time_component_rejects_zero_warmup():
         time_component(lambda: None, LatencySettings(warmup=0))
 
 
-def _record(**changes) -> dict:
+def _record(**model) -> dict:
     s = LatencySettings(resolution=256, steps=2, cfg=True, warmup=1, repeats=3)
     clocks = {"unet_step": FakeClock([0.2] * 4), "decoder": FakeClock([0.1] * 4)}
     timing = {"components": {name: time_component(k.work, s, timer=k) for name, k in clocks.items()}}
     timing["end_to_end"] = {"measured": None, "estimate_ms": estimate_end_to_end_ms(timing["components"], 2), "steps": 2}
-    rec = latency_record(s, {"name": "m", "weights": "random"}, timing, {"unet": 0.1}, environment("cpu"))
-    rec.update(changes)
-    return rec
+    return latency_record(s, {"name": "m", "weights": "random", **model}, timing, {"unet": 0.1}, environment("cpu"))
 
 
-def test_record_validates_and_estimate_adds_up():
+def test_record_is_an_envelope_and_estimate_adds_up():
     rec = _record()
-    assert validate_latency_record(rec) is rec
-    assert rec["settings"]["unet_batch"] == 2 and rec["settings"]["latent"] == 32
-    assert rec["end_to_end"]["estimate_ms"] == pytest.approx(2 * 200 + 100)
+    assert validate_latency(rec) is rec and validate_record(rec) is rec
+    assert rec["kind"] == "latency" and rec["name"] == "m" and rec["schema_version"] == 2
+    assert rec["protocol"]["unet_batch"] == 2 and rec["protocol"]["latent"] == 32 and rec["protocol"]["cfg"]
+    assert rec["scores"]["end_to_end_estimate_ms"]["value"] == pytest.approx(2 * 200 + 100)
+    unet = rec["scores"]["unet_step_ms_median"]
+    assert unet == {"value": pytest.approx(200.0), "ci95": None, "n": 3, "higher_is_better": False, "unit": "ms"}
+    assert "median_ms" not in rec["details"]["components"]["unet_step"]  # the scores hold it, once
+    assert stats(rec, "unet_step")["times_ms"] == pytest.approx([200.0] * 3)
     assert record_path(rec, Path("/r")) == Path("/r/cpu/m_256px_float32_2steps_b2.json")
 
 
+def _break_scores(name):
+    def breakage(r):
+        r["scores"][f"{name}_ms_p90"]["value"] = 1.0
+    return breakage
+
+
 @pytest.mark.parametrize("breakage,message", [
-    (lambda r: r.pop("environment"), "missing key 'environment'"),
-    (lambda r: r["settings"].update(unet_batch=1), "unet_batch"),
-    (lambda r: r["components"]["unet_step"].update(p90_ms=1.0), "p90_ms"),
-    (lambda r: r["components"].update(vae={}), "unknown component"),
-    (lambda r: r["components"].pop("unet_step"), "unet_step"),
-    (lambda r: r.update(target="tpu"), "target"),
-    (lambda r: r.update(target="iphone"), "compute_unit"),
-    (lambda r: r["model"].pop("weights"), "weights"),
-    (lambda r: r["components"]["decoder"].update(n=7), "n=7"),
+    (lambda r: r.pop("environment"), "environment"),
+    (lambda r: r["protocol"].update(unet_batch=1), "unet_batch"),
+    (_break_scores("unet_step"), "p90_ms"),
+    (lambda r: r["details"]["components"].update(vae={}), "unknown component"),
+    (lambda r: r["details"]["components"].pop("unet_step"), "unet_step"),
+    (lambda r: r["protocol"].update(target="tpu"), "target"),
+    (lambda r: r["protocol"].update(target="iphone"), "compute_unit"),
+    (lambda r: r["details"]["model"].pop("weights"), "weights"),
+    (lambda r: r["details"]["components"]["decoder"].update(n=7), "n=7"),
+    (lambda r: r["scores"]["unet_step_ms_median"].update(value=float("nan")), "finite"),
 ])
 def test_invalid_records_are_rejected(breakage, message):
     rec = copy.deepcopy(_record())
     breakage(rec)
-    with pytest.raises(ValueError, match=message):
-        validate_latency_record(rec)
+    with pytest.raises(RecordError, match=message):
+        validate_latency(rec)
 
 
 def test_write_record_is_atomic_json(tmp_path):
-    path = write_record(_record(), tmp_path)
-    assert json.loads(path.read_text())["kind"] == "latency"
+    path = write_latency(_record(), tmp_path)
+    assert read_record(path)["kind"] == "latency"
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_records_default_to_the_results_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    assert write_latency(_record()).parent == tmp_path / "latency" / "cpu"
 
 
 def test_measure_times_components_and_end_to_end():
@@ -133,15 +153,17 @@ def test_cli_tiny_variant_on_cpu(tmp_path, capsys):
                      "--cfg", "--warmup", "1", "--repeats", "2", "--threads", "1", "--out", str(tmp_path)])
     assert code == 0
     (path,) = (tmp_path / "cpu").glob("*.json")
-    rec = validate_latency_record(json.loads(path.read_text()))
+    rec = validate_latency(read_record(path))
     assert path.name == "snapgen-t2i-tiny_64px_float32_2steps_b2.json"
-    assert set(rec["components"]) == {"unet_step", "decoder"}  # --tiny: no text encoder by default
-    assert rec["components"]["unet_step"]["input_shape"] == [2, 16, 8, 8]
-    assert rec["components"]["decoder"]["input_shape"] == [1, 16, 8, 8]
-    assert rec["model"]["weights"].startswith("random") and rec["model"]["tiny"]
-    assert rec["end_to_end"]["measured"]["n"] == 2
-    assert rec["settings"]["threads"] == 1 and rec["environment"]["threads"] == 1
-    assert rec["environment"]["versions"]["torch"] and rec["load_s"]["unet"] >= 0
+    d = rec["details"]
+    assert set(d["components"]) == {"unet_step", "decoder"}  # --tiny: no text encoder by default
+    assert d["components"]["unet_step"]["input_shape"] == [2, 16, 8, 8]
+    assert d["components"]["decoder"]["input_shape"] == [1, 16, 8, 8]
+    assert d["model"]["weights"].startswith("random") and d["model"]["tiny"]
+    assert rec["scores"]["end_to_end_ms_median"]["n"] == 2 and d["end_to_end"]["measured"]["n"] == 2
+    assert rec["protocol"]["threads"] == 1 and rec["environment"]["threads"] == 1
+    assert rec["environment"]["versions"]["torch"] and d["load_s"]["unet"] >= 0
+    assert "unet_step" in capsys.readouterr().out
 
 
 def test_evals_run_dispatches_to_latency(capsys):
@@ -223,16 +245,17 @@ def _iphone_records():
 
 def test_iphone_report_to_records():
     recs = _iphone_records()
-    assert [r["settings"]["compute_unit"] for r in recs] == ["CPU_AND_NE", "ALL"]
+    assert [r["protocol"]["compute_unit"] for r in recs] == ["CPU_AND_NE", "ALL"]
     ne = recs[0]
-    assert ne["components"]["unet_step"]["median_ms"] == pytest.approx(300.0)
-    assert ne["components"]["decoder"]["median_ms"] == pytest.approx(122.0)
-    assert ne["components"]["unet_step"]["first_call_ms"] == 400.0 and ne["load_s"]["unet_step"] == 9.0
-    assert ne["end_to_end"]["measured"]["median_ms"] == pytest.approx(1305.0)
-    assert ne["end_to_end"]["estimate_ms"] == pytest.approx(4 * 300 + 122)
+    assert ne["scores"]["unet_step_ms_median"]["value"] == pytest.approx(300.0)
+    assert ne["scores"]["decoder_ms_median"]["value"] == pytest.approx(122.0)
+    assert ne["details"]["components"]["unet_step"]["first_call_ms"] == 400.0
+    assert ne["details"]["load_s"]["unet_step"] == 9.0
+    assert ne["scores"]["end_to_end_ms_median"]["value"] == pytest.approx(1305.0)
+    assert ne["scores"]["end_to_end_estimate_ms"]["value"] == pytest.approx(4 * 300 + 122)
     assert ne["environment"]["device_machine"] == "iPhone17,2"
     for r in recs:
-        validate_latency_record(r)
+        validate_latency(r)
     with pytest.raises(ValueError, match="no benchmark report"):
         orch.extract_report("build failed")
 
@@ -241,12 +264,24 @@ def test_iphone_report_to_records():
 # Table
 
 
+ENV = {"threads": 1, "git_commit": None, "versions": {}}
+
+
+def _architecture(name: str, params: int, gflops: float) -> dict:  # the envelope ablations.costs writes
+    return make_record("architecture", name, {"resolution_px": 1024},
+                       {"params": score(params, higher_is_better=None, unit="params"),
+                        "gflops_1024": score(gflops, higher_is_better=False, unit="GFLOPs")}, {}, ENV)
+
+
+def _decoder(name: str, params: int) -> dict:
+    return make_record("decoder", name, {}, {"params": score(params, higher_is_better=None, unit="params")}, {}, ENV)
+
+
 def test_latency_table_is_pure_and_shows_paper_only_on_iphone():
-    cpu = _record()
-    cpu["model"].update(name="snapgen-t2i", variant="snapgen-t2i", decoder="tiny")
+    cpu = _record(name="snapgen-t2i", variant="snapgen-t2i", decoder="tiny")
     recs = [cpu, *_iphone_records()]
-    arch = [{"kind": "architecture", "variant": "snapgen-t2i", "params": 382_131_216, "gflops": 1376.9}]
-    decs = [{"kind": "decoder_cost", "decoder": "tiny", "params": 1_388_195}]
+    arch = [_architecture("snapgen-t2i", 382_131_216, 1376.9)]
+    decs = [_decoder("tiny", 1_388_195)]
     text = latency_table(recs, arch, decs)
     assert text == latency_table(list(reversed(recs)), arch, decs)  # order-independent, deterministic
     rows = [line for line in text.splitlines() if line.startswith("| iphone") or line.startswith("| cpu")]
@@ -255,6 +290,102 @@ def test_latency_table_is_pure_and_shows_paper_only_on_iphone():
     assert cpu_row.endswith("| — | — | — |")
     assert "| 274 | ~119 | 1400" in ne_row and "300.0 (" in ne_row and "| 382 | 1377 | tiny (1.39M)" in ne_row
     assert "| 200.0 (200.0) |" in cpu_row  # U-Net median (p90) on the fake clock
+
+
+def test_render_reads_records_under_the_root(tmp_path):
+    write_latency(_record(name="snapgen-t2i", variant="snapgen-t2i", decoder="tiny"), tmp_path / "latency")
+    write_record(tmp_path / "architecture" / "snapgen-t2i.json", _architecture("snapgen-t2i", 382_131_216, 1376.9))
+    write_record(tmp_path / "decoders" / "tiny.json", _decoder("tiny", 1_388_195))
+    text = render(tmp_path)
+    assert text == render(tmp_path) and "| 382 | 1377 | tiny (1.39M) |" in text and "Core ML exports" not in text
+    (tmp_path / "latency" / "cpu" / "broken.json").write_text(json.dumps({"kind": "latency", "schema_version": 1}))
+    with pytest.raises(RecordError, match="broken.json"):
+        render(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Schema-1 records -> envelope (on copies of the committed records)
+
+
+def _flat_numbers(obj, prefix=""):
+    """Every number of a JSON tree by path (bools excluded)."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _flat_numbers(val, f"{prefix}.{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in _flat_numbers(val, f"{prefix}[{i}]").items()}
+    return {prefix: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+def _committed(folder: str, kind: str) -> list[Path]:
+    paths = sorted((REPO / "results" / folder).rglob("*.json"))
+    old = [p for p in paths if json.loads(p.read_text()).get("schema_version") == 1
+           and json.loads(p.read_text()).get("kind") == kind]
+    if not old:
+        pytest.skip(f"no schema-1 {kind} records left under results/{folder}")
+    return old
+
+
+def test_migrate_v1_latency_keeps_every_number(tmp_path):
+    for src in _committed("latency", "latency"):
+        old = json.loads(src.read_text())
+        copy_ = tmp_path / src.name
+        copy_.write_text(src.read_text())
+        new = validate_latency(migrate_v1(json.loads(copy_.read_text()), copy_))
+        validate_record(new)
+        assert new["created"] == old["created"] and new["environment"] == old["environment"]
+        assert new["name"] == old["model"]["name"] and new["details"]["model"] == old["model"]
+        for key, value in old["settings"].items():
+            assert new["protocol"][key] == value
+        assert new["protocol"]["target"] == old["target"] and new["protocol"]["timing"] == old["protocol"]
+        for comp, st in old["components"].items():
+            assert stats(new, comp) == st  # median/p90 from scores, the rest from details: exactly the old dict
+        assert stats(new, "end_to_end") == old["end_to_end"]["measured"]
+        assert new["scores"]["end_to_end_estimate_ms"]["value"] == old["end_to_end"]["estimate_ms"]
+        assert new["details"]["load_s"] == old["load_s"] and new["details"]["notes"] == old["notes"]
+        # nothing lost: every number of the old record appears, unchanged, somewhere in the new one
+        new_values = set(_flat_numbers(new).values())
+        missing = [k for k, v in _flat_numbers(old).items() if k != ".schema_version" and v not in new_values]
+        assert not missing
+        path = write_record(tmp_path / "out" / src.name, new)
+        assert validate_latency(read_record(path)) == new
+        assert record_path(new, tmp_path).name == src.name  # the same file name as before
+
+
+def test_migrate_v1_coreml_keeps_every_number(tmp_path):
+    for src in _committed("coreml", "coreml_export"):
+        old = json.loads(src.read_text())
+        new = validate_record(migrate_v1_coreml(copy.deepcopy(old), tmp_path / src.name))
+        assert new["kind"] == "export" and new["name"] == old["name"]
+        assert new["created"] == old["created"] and new["environment"] == old["environment"]
+        p, s, d = new["protocol"], new["scores"], new["details"]
+        assert {k: p[k] for k in old["settings"]} == old["settings"] and p["component"] == old["component"]
+        assert p["minimum_deployment_target"] == old["minimum_deployment_target"] and p["format"] == old["format"]
+        for key in ("params", "n_ops", "weight_bytes", "package_bytes", "peak_rss_gb"):
+            assert s[key]["value"] == old[key]
+        assert {k: s[k]["value"] for k in old["timings"]} == old["timings"]
+        assert (s["rewrite_psnr_db"]["value"] if "rewrite_psnr_db" in s else d["rewrite_psnr_db"]) == old["rewrite_psnr_db"]
+        assert {**d["parity"], "psnr_db": s.get("parity_psnr_db", {}).get("value")} == old["parity"]
+        for key in ("op_counts", "inputs", "outputs", "weight_sha256", "spec_version", "package", "config", "weights",
+                    "attention_rewrites"):
+            assert d[key] == old[key], key
+        with pytest.raises(RecordError):
+            migrate_v1(old, src)
+
+
+def test_latency_table_from_migrated_records_matches_the_committed_table(tmp_path):
+    """The committed table was rendered from the schema-1 records: the converted records give the same bytes."""
+    committed = REPO / "results" / "tables" / "latency.md"
+    latency, exports = _committed("latency", "latency"), _committed("coreml", "coreml_export")
+    recs = [migrate_v1(json.loads(p.read_text()), p) for p in latency]
+    exps = [migrate_v1_coreml(json.loads(p.read_text()), p) for p in exports]
+    arch, decs = [], []
+    for p in sorted((REPO / "results" / "architecture").glob("*.json")):
+        r = json.loads(p.read_text())
+        arch.append(r if r.get("schema_version") == 2 else _architecture(r["variant"], r["params"], r["gflops"]))
+    for p in sorted((REPO / "results" / "decoders").glob("*.json")):
+        r = json.loads(p.read_text())
+        decs.append(r if r.get("schema_version") == 2 else _decoder(r["decoder"], r["params"]))
+    assert latency_table(recs, arch, decs, exps) == committed.read_text()
 
 
 def test_settings_from_args_roundtrip():

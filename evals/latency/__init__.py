@@ -16,7 +16,7 @@ The package (one concept per file):
     coreml.py       Core ML packages: export or reuse, timed predictions on a Mac
     iphone/         the Swift benchmark (SnapGenBench/) and its orchestrator (xcodebuild on a device)
     records.py      latency and export records in the snapgen.records envelope; schema-1 converters
-    run.py          a LatencyJob -> records written
+    runner.py       a LatencyJob -> records written
     cli.py          flags -> LatencyJob
     export.py       `python -m evals.latency.export`: Core ML packages + export records
 """

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                           if not callable(v)}, indent=2, sort_keys=True))
         return 0
-    from evals.latency.run import run_job
+    from evals.latency.runner import run_job
 
     try:
         paths = run_job(job_from_args(args))

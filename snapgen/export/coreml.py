@@ -24,16 +24,15 @@ output, peak = max |reference|, must reach 35 dB. Core ML predictions run only o
 the package, its op list (from the ML program spec) and its weight size are checked and parity is
 recorded as skipped with the reason.
 
-    python -m snapgen.export.coreml --variant snapgen-t2i --resolution 1024 --out exports/ --decoder tiny
+This module converts and inspects; it writes packages, never records: ``export_unet``/``export_decoder`` return
+the export's description and the caller (``python -m evals.latency.export``, ``evals.latency.coreml``) writes it
+as a record.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
 import resource
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -45,15 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snapgen.env import REPO_ROOT, environment
-from snapgen.io import atomic_write_json, sha256_file
+from snapgen.io import sha256_file
 from snapgen.models import layers as L
 
 DEPLOYMENT_TARGET = "iOS17"                   # ct.target.iOS17 (iOS 17 / macOS 14)
 PARITY_MIN_PSNR_DB = 35.0                     # apple/ml-stable-diffusion's gate
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 COMPRESSIONS = ("none", "palettize4", "palettize6", "palettize8", "int8")
-RECORDS = REPO_ROOT / "results" / "coreml"
 WEIGHT_FILE = Path("Data/com.apple.CoreML/weights/weight.bin")
 
 
@@ -330,13 +327,12 @@ def export_module(module: nn.Module, inputs: dict[str, torch.Tensor], output: st
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def export_record(component: str, name: str, config: dict | None, weights: str, s: ExportSettings,
+def export_result(component: str, name: str, config: dict | None, weights: str, s: ExportSettings,
                   result: dict[str, Any], n_params: int) -> dict[str, Any]:
-    return {"kind": "coreml_export", "schema_version": 1, "component": component, "name": name,
-            "params": n_params, "config": config, "weights": weights,
+    """What an export returns: the package's description, settings and timings (the caller records it)."""
+    return {"component": component, "name": name, "params": n_params, "config": config, "weights": weights,
             "format": "mlprogram", "minimum_deployment_target": s.deployment_target,
-            "settings": {**asdict(s), "latent": s.latent}, **result, "environment": environment("cpu"),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "settings": {**asdict(s), "latent": s.latent}, **result}
 
 
 def record_name(component: str, name: str, s: ExportSettings) -> str:
@@ -344,31 +340,23 @@ def record_name(component: str, name: str, s: ExportSettings) -> str:
     return f"{component}_{name}_{s.resolution}px_b{s.batch}_{s.precision}{comp}"
 
 
-def export_unet(unet: nn.Module, name: str, out_dir: Path, s: ExportSettings, weights: str,
-                records: Path | None = RECORDS) -> dict[str, Any]:
-    """Export a SnapGen U-Net (modified in place by the attention rewrite) and write its record."""
+def export_unet(unet: nn.Module, name: str, out_dir: Path, s: ExportSettings, weights: str) -> dict[str, Any]:
+    """Export a SnapGen U-Net (modified in place by the attention rewrite) -> :func:`export_result`."""
     n_params = sum(p.numel() for p in unet.parameters())
     inputs = unet_inputs(unet.config, s)
     stem = record_name("unet", name, s)
     result = export_module(UNetForExport(unet.float().eval()), inputs, "velocity", out_dir / f"{stem}.mlpackage",
                            s, rewrite_latent=s.latent)
-    rec = export_record("unet", name, unet.config.to_dict(), weights, s, result, n_params)
-    if records is not None:
-        atomic_write_json(records / f"{stem}.json", rec)
-    return rec
+    return export_result("unet", name, unet.config.to_dict(), weights, s, result, n_params)
 
 
-def export_decoder(decoder: nn.Module, name: str, out_dir: Path, s: ExportSettings, weights: str,
-                   records: Path | None = RECORDS) -> dict[str, Any]:
+def export_decoder(decoder: nn.Module, name: str, out_dir: Path, s: ExportSettings, weights: str) -> dict[str, Any]:
     n_params = sum(p.numel() for p in decoder.parameters())
     inputs = decoder_inputs(decoder_latent_channels(decoder), s)
     stem = record_name("decoder", name, s)
     result = export_module(decoder.float().eval(), inputs, "image", out_dir / f"{stem}.mlpackage", s)
     cfg = decoder.cfg.to_dict() if hasattr(decoder, "cfg") else None
-    rec = export_record("decoder", name, cfg, weights, s, result, n_params)
-    if records is not None:
-        atomic_write_json(records / f"{stem}.json", rec)
-    return rec
+    return export_result("decoder", name, cfg, weights, s, result, n_params)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,7 +370,7 @@ def load_mlmodel(package: str | Path, compute_unit: str):
     if not can_predict():
         raise CoreMLPredictionUnavailable(
             f"Core ML predictions need macOS; this machine runs {platform.system()}. Export here with "
-            "`python -m snapgen.export.coreml`, then time on a Mac (`--target mac`) or an iPhone (`--target iphone`).")
+            "`python -m evals.latency.export`, then time on a Mac (`--target mac`) or an iPhone (`--target iphone`).")
     ct = _ct()
     return ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, compute_unit))
 
@@ -397,93 +385,3 @@ def random_feed(summary_inputs: dict[str, dict], seed: int = 0) -> dict[str, np.
         else:
             feed[name] = rng.standard_normal(d["shape"]).astype(np.float16 if d["dtype"] == "FLOAT16" else np.float32)
     return feed
-
-
-# ------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _build_unet(args):
-    from snapgen.models.unet import SnapGenUNet
-    from snapgen.presets import get_preset
-
-    if args.ckpt:
-        return SnapGenUNet.from_pretrained(Path(args.ckpt) / "unet"), args.name or Path(args.ckpt).name, \
-            f"checkpoint {args.ckpt}/unet (sha256 {sha256_file(Path(args.ckpt) / 'unet' / 'diffusion_pytorch_model.safetensors')[:16]})"
-    config = get_preset(args.variant)
-    if args.tiny:
-        config = config.replace(channels=(32, 64, 64), head_dim=16, context_dim=32, pooled_dim=24, norm_groups=8, emb_mult=2)
-    torch.manual_seed(args.seed)
-    unet = SnapGenUNet(config)
-    n = reinit_zero_weights(unet, args.seed)
-    name = args.variant + ("-tiny" if args.tiny else "")
-    return unet, name, f"random (seed {args.seed}; {n} zero-initialised output tensors re-randomised so parity is meaningful)"
-
-
-def _build_decoder(args):
-    from snapgen.models import decoder as D
-
-    if args.decoder == "tiny":
-        if args.ckpt and (Path(args.ckpt) / "decoder").exists():
-            return D.TinyDecoder.from_pretrained(Path(args.ckpt) / "decoder"), "tiny", f"checkpoint {args.ckpt}/decoder"
-        changes = dict(stage_channels=(32, 16, 16, 8), blocks_per_stage=(1, 1, 1, 1)) if args.tiny else {}
-        torch.manual_seed(args.seed)
-        dec = D.tiny_decoder("snapgen", "cpu", **changes)
-        n = reinit_zero_weights(dec, args.seed)
-        return dec, "tiny" + ("-small" if args.tiny else ""), f"random (seed {args.seed}; {n} zero-init tensors re-randomised)"
-    torch.manual_seed(args.seed)
-    return D.sd3_vae_decoder("cpu"), "sd3_vae", f"random (seed {args.seed})"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from snapgen.presets import PRESETS
-
-    p = argparse.ArgumentParser(
-        prog="python -m snapgen.export.coreml", description=__doc__.split("\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m snapgen.export.coreml --variant snapgen-t2i --resolution 1024 --out exports/ --decoder tiny")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--variant", choices=sorted(PRESETS), default="snapgen-t2i", help="U-Net preset (random weights)")
-    src.add_argument("--ckpt", help="pipeline directory (unet/, decoder/) written by SnapGenPipeline.save_pretrained")
-    p.add_argument("--name", help="name used in file names (default: variant or checkpoint folder)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the .mlpackage files")
-    p.add_argument("--records", type=Path, default=RECORDS, help="folder for the export records (JSON)")
-    p.add_argument("--resolution", type=int, default=1024)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--context-tokens", type=int, default=333)
-    p.add_argument("--precision", choices=("float16", "float32"), default="float16")
-    p.add_argument("--attention", choices=("matmul", "sdpa"), default="matmul")
-    p.add_argument("--compress", choices=COMPRESSIONS, default="none")
-    p.add_argument("--palettize-mode", choices=("kmeans", "uniform"), default="kmeans")
-    p.add_argument("--decoder", choices=("none", "tiny", "sd3_vae"), default="none", help="also export this decoder")
-    p.add_argument("--no-unet", action="store_true", help="export only the decoder")
-    p.add_argument("--tiny", action="store_true", help="small widths (tests, dry runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    s = ExportSettings(args.resolution, args.batch, args.context_tokens, args.precision, DEPLOYMENT_TARGET,
-                       args.attention, args.compress, args.palettize_mode, args.seed)
-    plan = [c for c, on in (("unet", not args.no_unet), ("decoder", args.decoder != "none")) if on]
-    if args.dry_run:
-        print(json.dumps({"export": plan, "settings": asdict(s), "out": str(args.out)}, indent=2))
-        return 0
-    for component in plan:
-        model, name, weights = _build_unet(args) if component == "unet" else _build_decoder(args)
-        fn = export_unet if component == "unet" else export_decoder
-        rec = fn(model, name, args.out, s, weights, args.records)
-        print(f"{component} {name}: {rec['package']} ops={rec['n_ops']} weights={rec['weight_bytes'] / 2**20:.1f} MiB "
-              f"trace {rec['timings']['trace_s']:.1f}s convert {rec['timings']['convert_s']:.1f}s "
-              f"parity={rec['parity']['status']}")
-        del model
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
