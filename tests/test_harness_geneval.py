@@ -15,15 +15,16 @@ def _run(tmp_path, *extra):
 
 def test_oracle_scores_one_noise_scores_zero_and_record_has_protocol_card(tmp_path):
     rc, rec = _run(tmp_path, "--ckpt", "world-oracle", "--limit", "12")
-    assert rc == 0 and rec["scores"]["overall"] == 1.0
+    assert rc == 0 and rec["scores"]["geneval_overall"]["value"] == 1.0
+    assert rec["kind"] == "evaluation" and rec["scores"]["geneval_overall"]["higher_is_better"] is True
     p = rec["protocol"]
     for key in ("sampler", "generator", "images_per_prompt", "seed_scheme", "prompt_set_sha256", "evaluator", "bootstrap"):
         assert key in p, key
-    assert rec["environment"]["versions"]["torch"] and rec["wall_time_s"] > 0
-    rows = [json.loads(x) for x in open(rec["samples_jsonl"])]
+    assert rec["environment"]["versions"]["torch"] and rec["details"]["wall_time_s"] > 0
+    rows = [json.loads(x) for x in open(tmp_path / "rec.samples.jsonl")]
     assert len(rows) == 12 * 4 and all({"correct", "reason", "filename"} <= set(r) for r in rows)
     rc, noise = _run(tmp_path, "--ckpt", "world-noise", "--limit", "12")
-    assert noise["scores"]["overall"] < 0.05
+    assert noise["scores"]["geneval_overall"]["value"] < 0.05
 
 
 def test_resume_after_a_kill_regenerates_nothing_that_is_finished(tmp_path):
@@ -56,7 +57,7 @@ def test_images_flag_scores_an_official_layout_folder(tmp_path):
     out = tmp_path / "again.json"
     assert main(["geneval", "--images", folder, "--detector", "world", "--out", str(out)]) == 0
     again = json.loads(out.read_text())
-    assert again["scores"]["overall"] == rec["scores"]["overall"]
+    assert again["scores"]["geneval_overall"] == rec["scores"]["geneval_overall"]
     assert again["protocol"]["prompt_set_sha256"] == rec["protocol"]["prompt_set_sha256"]
 
 
@@ -68,6 +69,34 @@ def test_compare_flags_protocol_mismatch(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "rec.json")]) == 3
     assert "images_per_prompt" in capsys.readouterr().out
     assert main(["compare", str(a), str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "+0.0000 [+0.0000, +0.0000]" in out                      # paired: same prompts and seeds
+
+
+def test_compare_uses_higher_is_better_and_pairs_runs_of_the_same_prompts(tmp_path, capsys):
+    _run(tmp_path, "--ckpt", "world-oracle", "--limit", "12", "--n-per-prompt", "2")
+    (tmp_path / "rec.json").rename(tmp_path / "oracle.json")
+    (tmp_path / "rec.samples.jsonl").rename(tmp_path / "oracle.samples.jsonl")
+    _run(tmp_path, "--ckpt", "world-noise", "--limit", "12", "--n-per-prompt", "2")
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "rec.json"), str(tmp_path / "oracle.json"), "--force", "--json"]) == 0
+    rows = {r["metric"]: r for r in json.loads(capsys.readouterr().out)[0]["rows"]}
+    overall = rows["geneval_overall"]
+    assert overall["better"] == "B" and overall["diff"] > 0.9
+    assert overall["paired"]["ci95"][0] > 0.5 and overall["paired"]["n_units"] == 12
+
+
+def test_compare_rejects_malformed_records_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 2, "kind": "evaluation", "name": "x", "protocol": {},
+                               "scores": {"a": "0.5"}, "details": {}, "environment": {}, "created": ""}))
+    assert main(["compare", str(bad), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "scores.a" in err
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"schema_version": 2, "value": NaN}')
+    assert main(["compare", str(nan), str(nan)]) == 2
+    assert "non-finite" in capsys.readouterr().err
 
 
 def test_missing_detector_for_real_images_is_a_clear_error(tmp_path, capsys):
