@@ -1,5 +1,6 @@
 """Core ML export on Linux: the attention rewrite keeps the maths, packages are written with the expected
-ops and weights, compression changes the weights, parity is skipped with a reason off macOS."""
+ops and weights, compression changes the weights, parity is skipped with a reason off macOS; the export is
+recorded by the caller (``evals.latency``) in the one envelope."""
 from __future__ import annotations
 
 import json
@@ -12,10 +13,13 @@ import torch
 
 from ablations.models import tiny_config
 from ablations.variants import REGISTRY
+from evals.latency import export as export_cli
+from evals.latency.records import export_path, write_export
 from snapgen.export import coreml as X
 from snapgen.models import layers as L
 from snapgen.models.decoder import tiny_decoder
 from snapgen.models.unet import SnapGenUNet
+from snapgen.records import read_record
 
 pytest.importorskip("coremltools")
 LINUX = platform.system() != "Darwin"
@@ -104,7 +108,7 @@ def test_export_small_unet(tmp_path):
     unet = _small_unet()
     n_attn = sum(isinstance(m, L.Attention) for m in unet.modules())  # 3 cross (stage 0) + 3 x (self + cross)
     s = X.ExportSettings(resolution=64, context_tokens=6)
-    rec = X.export_unet(unet, "small", tmp_path / "pkg", s, "random", records=tmp_path / "rec")
+    rec = X.export_unet(unet, "small", tmp_path / "pkg", s, "random")
     _check_package(rec, {"conv", "matmul", "softmax", "linear", "layer_norm", "upsample_nearest_neighbor"})
     assert "outer" not in rec["op_counts"]  # RoPE tables are constants
     assert rec["attention_rewrites"] == n_attn == 9 and rec["rewrite_psnr_db"] > 100
@@ -112,14 +116,20 @@ def test_export_small_unet(tmp_path):
     assert rec["outputs"]["velocity"]["shape"] == [1, 16, 8, 8] and rec["outputs"]["velocity"]["dtype"] == "FLOAT16"
     # fp16 weights: about 2 bytes per parameter
     assert 1.5 * rec["params"] < rec["weight_bytes"] < 2.6 * rec["params"]
-    saved = json.loads((tmp_path / "rec" / "unet_small_64px_b1_float16.json").read_text())
-    assert saved["component"] == "unet" and saved["settings"]["latent"] == 8
+    assert not [f for f in tmp_path.rglob("*.json") if ".mlpackage" not in str(f)]  # the export writes no record
+    path = write_export(rec, tmp_path / "rec")  # the caller records it (kind "export", the package's stem)
+    assert path == tmp_path / "rec" / "unet_small_64px_b1_float16.json" == export_path(read_record(path), tmp_path / "rec")
+    saved = read_record(path)
+    assert saved["kind"] == "export" and saved["name"] == "small"
+    assert saved["protocol"]["component"] == "unet" and saved["protocol"]["latent"] == 8
+    assert saved["scores"]["n_ops"]["value"] == rec["n_ops"] and saved["scores"]["weight_bytes"]["value"] == rec["weight_bytes"]
+    assert saved["details"]["op_counts"] == rec["op_counts"] and saved["details"]["parity"]["status"] == rec["parity"]["status"]
 
 
 @pytest.mark.slow
 def test_export_tiny_config_unet_full_topology(tmp_path):  # ~40 s: every stage and block of SnapGen at tiny widths
     unet = _small_unet(depth_like_paper=True)
-    rec = X.export_unet(unet, "tiny", tmp_path, X.ExportSettings(resolution=128, context_tokens=8), "random", None)
+    rec = X.export_unet(unet, "tiny", tmp_path, X.ExportSettings(resolution=128, context_tokens=8), "random")
     _check_package(rec, {"conv", "matmul", "softmax", "linear", "layer_norm", "gelu"})
     assert rec["attention_rewrites"] == sum(isinstance(m, X.ExportAttention) for m in unet.modules()) == 63
 
@@ -130,7 +140,7 @@ def test_export_decoder_and_compression(tmp_path):
         dec = tiny_decoder("snapgen", "cpu", **changes)
         X.reinit_zero_weights(dec)
         s = X.ExportSettings(resolution=64, compression=compression, palettize_mode="uniform")
-        return X.export_decoder(dec, f"tiny{len(changes)}", tmp_path, s, "random", None)
+        return X.export_decoder(dec, f"tiny{len(changes)}", tmp_path, s, "random")
 
     full = export("none")
     _check_package(full, {"conv", "upsample_nearest_neighbor", "silu"})
@@ -161,9 +171,9 @@ def test_random_feed_follows_package_inputs():
 
 def test_cli_help_and_dry_run(capsys):
     with pytest.raises(SystemExit) as e:
-        X.main(["--help"])
+        export_cli.main(["--help"])
     assert e.value.code == 0
-    assert "python -m snapgen.export.coreml --variant snapgen-t2i" in capsys.readouterr().out
-    assert X.main(["--variant", "snapgen-t2i", "--out", "/tmp/x", "--decoder", "tiny", "--dry-run"]) == 0
+    assert "python -m evals.latency.export --variant snapgen-t2i" in capsys.readouterr().out
+    assert export_cli.main(["--variant", "snapgen-t2i", "--out", "/tmp/x", "--decoder", "tiny", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["export"] == ["unet", "decoder"] and plan["settings"]["deployment_target"] == "iOS17"
