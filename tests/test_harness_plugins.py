@@ -23,14 +23,6 @@ WORLD = ["--world-prompts-per-tag", "2", "--no-progress"]     # 2 prompts per ta
 
 
 @pytest.fixture(scope="module", autouse=True)
-def only_these_plugins():
-    """Load only the plugins under test, so an unrelated plugin in progress cannot break these tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evals.run, "PLUGINS", {k: v for k, v in evals.run.PLUGINS.items() if k in MINE})
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
 def one_thread():
     from threadpoolctl import threadpool_limits
 
@@ -46,10 +38,16 @@ def cli(*argv) -> int:
 
 
 def load(path: Path) -> tuple[dict, list[dict]]:
-    record = json.loads(Path(path).read_text())
-    rows = [json.loads(x) for x in Path(record["samples_jsonl"]).read_text().splitlines()] \
-        if record.get("samples_jsonl") else []
+    from evals.records import read_rows
+    from snapgen.records import read_record
+
+    record = read_record(path)
+    rows = read_rows(record, path) if record["details"].get("samples_jsonl") else []
     return record, rows
+
+
+def value(record: dict, key: str) -> float:
+    return record["scores"][key]["value"]
 
 
 # ----------------------------------------------------------------------------------------------- DPG
@@ -67,16 +65,18 @@ def dpg_runs(tmp_path_factory):
 
 def test_dpg_world_oracle_scores_100_and_noise_scores_low_in_both_modes(dpg_runs):
     _, runs = dpg_runs
-    oracle, noise = runs["world-oracle"][0]["scores"], runs["world-noise"][0]["scores"]
-    assert set(oracle) == set(noise) == {"official", "fixed"}
+    oracle, noise = runs["world-oracle"][0], runs["world-noise"][0]
+    assert set(oracle["details"]["modes"]) == set(noise["details"]["modes"]) == {"official", "fixed"}
     for mode in ("official", "fixed"):
-        assert oracle[mode]["mode"] == mode and oracle[mode]["n_scored"] == 12
-        assert oracle[mode]["overall_x100"] == 100.0 and oracle[mode]["overall_ci95_x100"] == [100.0, 100.0]
-        assert all(v == 100.0 for v in oracle[mode]["categories_x100"].values())
-        assert noise[mode]["overall_x100"] < 10.0
-        lo, hi = noise[mode]["overall_ci95_x100"]
-        assert lo <= noise[mode]["overall_x100"] <= hi
-        assert set(noise[mode]["prompt_scores_x100"]) == {f"world{i}" for i in range(12)}
+        key = f"dpg_{mode}_overall_x100"
+        assert oracle["details"]["modes"][mode]["mode"] == mode and oracle["scores"][key]["n"] == 12
+        assert value(oracle, key) == 100.0 and oracle["scores"][key]["ci95"] == [100.0, 100.0]
+        assert oracle["scores"][key]["higher_is_better"] is True
+        assert all(v["value"] == 100.0 for k, v in oracle["scores"].items() if k.startswith(f"dpg_{mode}_"))
+        assert value(noise, key) < 10.0
+        lo, hi = noise["scores"][key]["ci95"]
+        assert lo <= value(noise, key) <= hi
+        assert set(noise["details"]["modes"][mode]["prompt_scores_x100"]) == {f"world{i}" for i in range(12)}
 
 
 def test_dpg_record_carries_protocol_and_per_question_answers(dpg_runs):
@@ -87,7 +87,6 @@ def test_dpg_record_carries_protocol_and_per_question_answers(dpg_runs):
     assert p["evaluator"]["vqa"]["name"] == "world-exact" and set(p["evaluator"]["answer_rules"]) == {"official", "fixed"}
     assert p["seed_scheme"].startswith("sha256(item_id") and p["n_prompts"] == 12
     assert Path(p["questions_csv"]).name == "dpg_bench.csv" and Path(p["questions_csv"]).parent == Path(p["images_dir"]).parent
-    assert record["higher_is_better"] == {"official.overall_x100": True, "fixed.overall_x100": True}
     assert {r["mode"] for r in rows} == {"official", "fixed"} and len(rows) == 24
     question = rows[-1]["questions"][0]
     assert question["answers"] == ["yes"] * 4 and question["scores"] == [1.0] * 4
@@ -100,15 +99,15 @@ def test_dpg_record_carries_protocol_and_per_question_answers(dpg_runs):
 def test_dpg_resume_generates_nothing_the_second_time(dpg_runs):
     root, runs = dpg_runs
     first = runs["world-oracle"][0]
-    assert first["generation"]["generated"] == 48 and first["generation"]["grids_written"] == 12
+    assert first["details"]["generation"]["generated"] == 48 and first["details"]["generation"]["grids_written"] == 12
     grids = sorted(Path(first["protocol"]["images_dir"]).glob("*.png"))
     stamps = [g.stat().st_mtime_ns for g in grids]
     assert cli("dpg", "--ckpt", "world-oracle", "--images-root", root / "img", "--out", root / "again.json", *WORLD) == 0
     again, _ = load(root / "again.json")
-    assert again["generation"]["generated"] == 0 and again["generation"]["grids_written"] == 0
-    assert again["generation"]["grids_reused"] == 12
+    gen = again["details"]["generation"]
+    assert gen["generated"] == 0 and gen["grids_written"] == 0 and gen["grids_reused"] == 12
     assert [g.stat().st_mtime_ns for g in grids] == stamps
-    assert again["scores"]["fixed"]["overall_x100"] == 100.0
+    assert value(again, "dpg_fixed_overall_x100") == 100.0
 
 
 def test_dpg_images_mode_single_mode_and_missing_csv(dpg_runs, tmp_path, capsys):
@@ -118,8 +117,9 @@ def test_dpg_images_mode_single_mode_and_missing_csv(dpg_runs, tmp_path, capsys)
     assert cli("dpg", "--images", p["images_dir"], "--dpg-csv", p["questions_csv"], "--vqa", "world",
                "--mode", "fixed", "--out", out, "--no-progress") == 0
     record, _ = load(out)
-    assert record["protocol"]["scoring_mode"] == "fixed" and set(record["scores"]) == {"fixed"}
-    assert record["scores"]["fixed"]["overall_x100"] == runs["world-noise"][0]["scores"]["fixed"]["overall_x100"]
+    assert record["protocol"]["scoring_mode"] == "fixed" and set(record["details"]["modes"]) == {"fixed"}
+    assert all(k.startswith("dpg_fixed_") for k in record["scores"])
+    assert value(record, "dpg_fixed_overall_x100") == value(runs["world-noise"][0], "dpg_fixed_overall_x100")
     assert record["protocol"]["prompt_set_sha256"] == p["prompt_set_sha256"]     # same questions, same items
     capsys.readouterr()
     assert cli("dpg", "--images", p["images_dir"], "--vqa", "world", "--out", tmp_path / "x.json") == 2
@@ -178,14 +178,15 @@ def test_fid_cli_reuses_reference_stats_and_records_protocol(fid_setup, fid_runs
     first, second, npz = fid_runs["first"], fid_runs["second"], fid_runs["npz"]
     assert npz.suffix == ".npz" and npz.parent == cache / "fid_reference"
     assert npz == Path(first["protocol"]["reference"]["path"])
-    s = first["scores"]
+    s = first["details"]["raw"]
     assert s["n_gen"] == 20 and s["n_ref"] == 24 and s["fid"] > 1.0 and s["fid_spread"]["n_subsets"] == 3
+    assert value(first, "fid") == s["fid"] and first["scores"]["fid"]["n"] == 20
     assert s["fid_spread"]["ci95"][0] <= s["fid_spread"]["mean"] <= s["fid_spread"]["ci95"][1]
-    assert second["scores"]["fid_ab"] == pytest.approx(s["fid"], rel=1e-9) and "kid_ab_mean" in second["scores"]
+    assert value(second, "fid_ab") == pytest.approx(s["fid"], rel=1e-9) and "kid_ab_mean" in second["scores"]
     ev = first["protocol"]["evaluator"]
     assert ev["weights_sha256"] == fid.converted_weights(cache)[1] and ev["resize_filter"] == "tf1x_bilinear"
     assert first["protocol"]["reference"]["key"] == second["protocol"]["reference"]["key"] == ev["reference_key"]
-    assert first["higher_is_better"] == {"fid": False, "kid_mean": False}
+    assert {k: v["higher_is_better"] for k, v in first["scores"].items()} == {"fid": False, "kid_mean": False}
     assert first["protocol"]["runtime"]["torch_threads"] == 1
 
 
@@ -195,7 +196,7 @@ def test_fid_cli_equals_torch_fidelity_directly(fid_setup, fid_runs):
 
     _, cache, a, b = fid_setup
     direct = fid.torch_fidelity_direct(a, b, cache_dir=cache)
-    s = fid_runs["first"]["scores"]
+    s = fid_runs["first"]["details"]["raw"]
     assert s["fid"] == pytest.approx(direct["fid"], rel=1e-3)
     assert s["kid_mean"] == pytest.approx(direct["kid_mean"], rel=1e-3, abs=1e-6)
     assert (s["n_gen"], s["n_ref"]) == (direct["n_gen"], direct["n_ref"])
@@ -207,12 +208,13 @@ def test_fid_generates_world_images_against_world_reference(fid_setup, tmp_path)
             "--fid-cache", cache, "--spread-subsets", "0", "--no-progress")
     assert cli(*args, "--out", tmp_path / "w.json") == 0
     record, _ = load(tmp_path / "w.json")
-    s, p = record["scores"], record["protocol"]
-    assert {"fid_world32", "kid_world32_mean", "kid_world32_std"} <= set(s) and s["n_gen"] == s["n_ref"] == 8
+    s, p = record["details"]["raw"], record["protocol"]
+    assert set(record["scores"]) == {"fid_world32", "kid_world32_mean"} and "kid_world32_std" in s
+    assert s["n_gen"] == s["n_ref"] == 8
     assert p["reference"]["world_seed"] == 10_000_019 and p["tag"] == "world32"
     gen_dir = Path(p["images_dir"])
     assert len(list(gen_dir.glob("*.png"))) == 8 and (gen_dir / "images.jsonl").exists()
-    assert record["generation"]["generated"] == 8
+    assert record["details"]["generation"]["generated"] == 8
     assert 0.0 < s["fid_world32"] < 300.0     # oracle renders of the reference captions: same distribution
 
 
@@ -240,18 +242,18 @@ def test_clip_cli_on_world_prompts_writes_per_sample_rows(tiny_clip, tmp_path):
                "--images-root", tmp_path / "img", "--out", out, "--no-progress", *tiny_clip) == 0
     record, rows = load(out)
     cos_key, x100_key = "clip_score_snapgentinyclip_cos", "clip_score_snapgentinyclip_x100"
-    assert record["higher_is_better"] == {cos_key: True, x100_key: True}
-    assert len(rows) == 12 and record["scores"]["n_prompts"] == 6 and record["scores"]["n_samples"] == 12
+    assert {k: v["higher_is_better"] for k, v in record["scores"].items()} == {cos_key: True, x100_key: True}
+    assert len(rows) == 12 and record["scores"][cos_key]["n"] == 6 and record["details"]["aggregate"]["n_samples"] == 12
     assert all(-1.0 <= r[cos_key] <= 1.0 and r[x100_key] == pytest.approx(100 * max(r[cos_key], 0)) for r in rows)
     per_prompt = {}
     for r in rows:
         per_prompt.setdefault(r["prompt_id"], []).append(r[cos_key])
-    assert record["scores"][cos_key] == pytest.approx(sum(sum(v) / len(v) for v in per_prompt.values()) / 6)
+    assert value(record, cos_key) == pytest.approx(sum(sum(v) / len(v) for v in per_prompt.values()) / 6)
     assert record["protocol"]["evaluator"]["weights_sha256"] and record["protocol"]["evaluator"]["scale"] == 100.0
     # the same images scored again through --images and the folder's manifest give the same numbers
     again = tmp_path / "again.json"
     assert cli("clip", "--images", record["protocol"]["images_dir"], "--out", again, "--no-progress", *tiny_clip) == 0
-    assert load(again)[0]["scores"][cos_key] == pytest.approx(record["scores"][cos_key], abs=1e-6)
+    assert value(load(again)[0], cos_key) == pytest.approx(value(record, cos_key), abs=1e-6)
 
 
 def test_clip_prompts_file_and_captions_pairing(tiny_clip, tmp_path):
@@ -300,11 +302,11 @@ def test_imagereward_cli_writes_per_sample_rewards_and_ci(tiny_imagereward, tmp_
     assert cli("imagereward", "--ckpt", "world-oracle", "--world-prompts-per-tag", 1, "--n-per-prompt", 2,
                "--images-root", tmp_path / "img", "--out", out, "--no-progress", *tiny_imagereward) == 0
     record, rows = load(out)
-    s = record["scores"]
-    assert len(rows) == 12 and s["n_prompts"] == 6 and record["higher_is_better"] == {"imagereward_v1": True}
+    s = record["scores"]["imagereward_v1"]
+    assert len(rows) == 12 and s["n"] == 6 and s["higher_is_better"] is True and list(record["scores"]) == ["imagereward_v1"]
     values = [r["imagereward_v1"] for r in rows]
     assert len(set(values)) > 1                                             # images differ -> rewards differ
-    assert s["imagereward_v1_ci95_low"] <= s["imagereward_v1"] <= s["imagereward_v1_ci95_high"]
+    assert s["ci95"][0] <= s["value"] <= s["ci95"][1]
     assert record["protocol"]["evaluator"]["weights_file"] == "ImageReward.pt"
     # same rewards as the metric library called directly on the same files
     from evals.metrics.imagereward import ImageRewardModel
