@@ -177,6 +177,7 @@ def run_world_proof(out: Path, results_dir: Path | None = None, pc: WorldProofCo
     lp = try_load_lpips(vgg16_weights, lpips_weights)
     m_vae = reconstruction_metrics(rec_vae, held_out, *lp).to_dict()
     m_tiny = reconstruction_metrics(rec_tiny, held_out, *lp).to_dict()
+    lat = latency(frozen, tiny, pc)                                           # before wall_s: "total" includes it
     latency_settings = {"device": "cpu", "dtype": "float32", "batch": 1, "warmup": 2, "repeats": pc.latency_repeats,
                         "stat": "median", "torch_threads": torch.get_num_threads()}
     details = {"decoder_train_config": cfg.to_dict(), "final_losses": res["last"], "lpips_reason": lp[1],
@@ -184,7 +185,7 @@ def run_world_proof(out: Path, results_dir: Path | None = None, pc: WorldProofCo
     params = {"standin_vae_decoder": count_params(frozen.decoder), "tiny_decoder": count_params(tiny)}
     env = {**environment("cpu"), "torch": torch.__version__, "threads_requested": threads}
     record = world_proof_envelope(asdict(pc), STANDIN_VAE_CONFIG, params, {"standin_vae": m_vae, "tiny": m_tiny},
-                                  latency(frozen, tiny, pc), latency_settings, details, env)
+                                  lat, latency_settings, details, env)
     path = write_record(record_path(results_dir or results_folder("decoder"), asdict(pc)), record)
     return {"record": record, "record_path": str(path)}
 
