@@ -1,4 +1,4 @@
-"""Run the Swift benchmark (``evals/iphone/SnapGenBench``) on a connected iPhone and record the numbers.
+"""Run the Swift benchmark (``evals/latency/iphone/SnapGenBench``) on a connected iPhone and record the numbers.
 
 Steps (macOS with Xcode only):
   1. export (or reuse) the U-Net and decoder ``.mlpackage`` files (``evals.latency.coreml.ensure_packages``);
