@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np

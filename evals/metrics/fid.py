@@ -28,13 +28,13 @@ from evals.metrics.inception import EXTRACTOR_NAME, SOURCE_SHA256, converted_wei
 from evals.metrics.kid import kid_from_features
 from evals.metrics.reference import library_versions, load_reference, precompute_reference
 
-# Re-exports, not used here: the public names evals.metrics.fid held before the split, kept importable so
-# that evals/benchmarks/{fid,fid_ref}.py, evals/metrics/bench_fid.py and the tests run unchanged. New code
-# imports them from their homes (the module named on each line). `scipy` stays because tests/test_fid.py
-# patches `fid.scipy.linalg.sqrtm`; `extract_features` (imported above) is also the name tests patch to
-# count Inception passes, which is why compute_fid hands it to precompute_reference.
+# Re-exports. Every public name evals.metrics.fid held before the split stays importable from here (the
+# imports above cover the ones compute_fid uses, the block below the rest), so evals/benchmarks/{fid,fid_ref}.py,
+# evals/metrics/bench_fid.py and the tests run unchanged; new code imports from the home module named on each
+# line. `scipy` stays because tests/test_fid.py patches `fid.scipy.linalg.sqrtm`, and `extract_features` is
+# the name tests patch to count Inception passes, which is why _reference_from hands it to precompute_reference.
 import scipy.linalg  # noqa: F401
-from evals.metrics.features import LOSSY_EXTENSIONS, OTHER_IMAGE_EXTENSIONS, InceptionFeatures  # noqa: F401
+from evals.metrics.features import LOSSY_EXTENSIONS, OTHER_IMAGE_EXTENSIONS  # noqa: F401
 from evals.metrics.frechet import fid_from_features, trace_sqrt_product  # noqa: F401
 from evals.metrics.inception import (CONVERTED_NAME, CONVERTER_VERSION, FEATURE_DIM, SOURCE_FILE,  # noqa: F401
                                      SOURCE_PACKAGE, SOURCE_SHA1, CorruptWeightsError, clear_extractor_memo,
