@@ -40,8 +40,8 @@ def _ci(scores: dict, key: str, spec: str) -> str:
 
 
 def _of(recs: dict[str, dict], benchmark: str) -> list[tuple[str, str, dict]]:
-    """(row name = file stem, path, record) of one benchmark, in file-name order."""
-    return sorted((Path(p).stem, p, r) for p, r in recs.items() if r["protocol"].get("benchmark") == benchmark)
+    """(row name = file stem, path, record) of one benchmark, in path order."""
+    return [(Path(p).stem, p, r) for p, r in sorted(recs.items()) if r["protocol"].get("benchmark") == benchmark]
 
 
 def render_geneval(root: Path, allow_dirty: bool = False) -> str:
