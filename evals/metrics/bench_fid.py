@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from snapgen.io import atomic_write_json
 
 PHOTOS_SKIMAGE = ("astronaut", "coffee", "chelsea", "rocket")   # shipped with scikit-image (offline)
 
@@ -97,26 +96,54 @@ def run(n: int, size: int, batch: int, threads: int, work: Path) -> dict:
     }
 
 
+def overhead_record(measured: dict, environment: dict | None = None, created: str | None = None) -> dict:
+    """Kind "benchmark": wall seconds of our FID (cold and cached reference) and of torch-fidelity, lower is
+    better; FID agreement as a descriptive score; the settings are the protocol."""
+    from snapgen.records import make_record, score
+
+    s, v = measured["seconds"], measured["values"]
+    scores = {f"seconds_{k}": score(s[k], None, 1, False, "s") for k in
+              ("ours_first_run_cold_reference", "ours_second_run_cached_reference", "torch_fidelity_direct")}
+    scores["fid_rel_diff_vs_torch_fidelity"] = score(v["fid_rel_diff"], None, None, None, "relative")
+    rec = make_record("benchmark", "fid_harness_overhead", {"benchmark": "fid_harness_overhead", **measured["settings"]},
+                      scores, measured, environment)
+    return {**rec, "created": created} if created else rec
+
+
+def migrate_v1(old: dict, path: Path) -> dict:
+    """The schema-1 record had no envelope: its environment comes from its settings; its time is unknown."""
+    st = old["settings"]
+    env = {"threads": st["torch_threads"], "git_commit": None, "cpu_count": st["cpu_count"], "device": st["device"],
+           "versions": {"torch": st["torch"], "torch-fidelity": st["torch_fidelity"], "numpy": st["numpy"]},
+           "platform": st["platform"]}
+    return overhead_record(old, env, "unknown (schema-1 record without a timestamp)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="images per set (generated and reference)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (resized to 299 inside)")
     parser.add_argument("--batch", type=int, default=32, help="Inception batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
-    parser.add_argument("--out", default="results/bench/fid_harness_overhead.json", help="JSON record path")
+    parser.add_argument("--out", default=None, help="record path (default: <results>/bench/fid_harness_overhead.json)")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and exit")
     args = parser.parse_args(argv)
     if args.dry_run:
         print(f"would time FID on 2 x {args.n} images of {args.size}px, batch {args.batch}, "
-              f"{args.threads} thread(s) -> {args.out}")
+              f"{args.threads} thread(s) -> {args.out or 'results/bench/fid_harness_overhead.json'}")
         return 0
+    from snapgen.paths import results_dir
+    from snapgen.records import write_record
+
+    out = Path(args.out) if args.out else results_dir("bench") / "fid_harness_overhead.json"
     with tempfile.TemporaryDirectory(prefix="bench_fid_") as tmp:
-        record = run(args.n, args.size, args.batch, args.threads, Path(tmp))
-    atomic_write_json(args.out, record)
+        measured = run(args.n, args.size, args.batch, args.threads, Path(tmp))
+    write_record(out, overhead_record(measured))
+    record = measured
     s = record["seconds"]
     print(f"ours first {s['ours_first_run_cold_reference']:.1f}s, second {s['ours_second_run_cached_reference']:.1f}s, "
           f"torch-fidelity {s['torch_fidelity_direct']:.1f}s; FID {record['values']['fid_ours']:.4f} vs "
-          f"{record['values']['fid_torch_fidelity']:.4f} -> {args.out}")
+          f"{record['values']['fid_torch_fidelity']:.4f} -> {out}")
     return 0
 
 
