@@ -372,20 +372,22 @@ def test_migrate_v1_coreml_keeps_every_number(tmp_path):
             migrate_v1(old, src)
 
 
-def test_latency_table_from_migrated_records_matches_the_committed_table(tmp_path):
-    """The committed table was rendered from the schema-1 records: the converted records give the same bytes."""
-    committed = REPO / "results" / "tables" / "latency.md"
-    latency, exports = _committed("latency", "latency"), _committed("coreml", "coreml_export")
-    recs = [migrate_v1(json.loads(p.read_text()), p) for p in latency]
-    exps = [migrate_v1_coreml(json.loads(p.read_text()), p) for p in exports]
-    arch, decs = [], []
-    for p in sorted((REPO / "results" / "architecture").glob("*.json")):
-        r = json.loads(p.read_text())
-        arch.append(r if r.get("schema_version") == 2 else _architecture(r["variant"], r["params"], r["gflops"]))
-    for p in sorted((REPO / "results" / "decoders").glob("*.json")):
-        r = json.loads(p.read_text())
-        decs.append(r if r.get("schema_version") == 2 else _decoder(r["decoder"], r["params"]))
-    assert latency_table(recs, arch, decs, exps) == committed.read_text()
+def test_latency_table_from_migrated_records_matches_the_committed_table():
+    """The committed table was rendered from the schema-1 records: the converted records give the same bytes
+    (records already converted are read as they are)."""
+    def load(folder: str, convert) -> list[dict]:
+        out = []
+        for p in sorted((REPO / "results" / folder).rglob("*.json")):
+            r = json.loads(p.read_text())
+            out.append(validate_record(r) if r.get("schema_version") == 2 else convert(r, p))
+        return out
+    recs = load("latency", migrate_v1)
+    exps = load("coreml", migrate_v1_coreml)
+    arch = load("architecture", lambda r, p: _architecture(r["variant"], r["params"], r["gflops"]))
+    decs = load("decoders", lambda r, p: _decoder(r["decoder"], r["params"]))
+    if not recs:
+        pytest.skip("no latency records committed")
+    assert latency_table(recs, arch, decs, exps) == (REPO / "results" / "tables" / "latency.md").read_text()
 
 
 def test_settings_from_args_roundtrip():
@@ -397,3 +399,21 @@ def test_settings_from_args_roundtrip():
     s = cli.settings_from_args(args, 512)
     assert s == replace(LatencySettings(), resolution=512, cfg=True, dtype="bfloat16", compile=True, end_to_end=False)
     assert s.unet_batch == 2 and s.latent == 64
+
+
+def test_job_from_args_resolves_defaults_at_the_edge():
+    import argparse
+
+    from evals.latency.cli import job_from_args
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    job = job_from_args(p.parse_args(["--variant", "snapgen-t2i", "--target", "iphone", "--device-name", "Lab",
+                                      "--compute-units", "ALL"]))
+    assert isinstance(job, LatencyJob) and job.source == ModelSource(variant="snapgen-t2i")
+    assert job.settings.resolution == 1024 and job.coreml.compute_units == ("ALL",) and job.coreml.device_name == "Lab"
+    assert job.out is None  # records go to snapgen.paths.results_dir("latency")
+    job = job_from_args(p.parse_args(["--variant", "snapgen-in256", "--tiny"]))
+    assert job.settings.resolution == 256 and job.source.tiny  # the variant's reference resolution
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelSource()
