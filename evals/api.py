@@ -204,6 +204,13 @@ def options(bench: Benchmark, **overrides: Any) -> argparse.Namespace:
         hints = {u: difflib.get_close_matches(u, defaults, n=2, cutoff=0.5) for u in unknown}
         raise TypeError(f"{bench.name}: unknown option(s) " + ", ".join(
             f"{u!r}" + (f" (did you mean {' or '.join(h)}?)" if h else "") for u, h in hints.items()))
+    for a in p._actions:                                      # the CLI's range checks apply to Python callers too
+        v = overrides.get(a.dest)
+        if v is not None and callable(a.type) and not isinstance(v, bool) and isinstance(v, (int, float, str)):
+            try:
+                overrides[a.dest] = a.type(str(v))
+            except (argparse.ArgumentTypeError, ValueError) as e:
+                raise ValueError(f"{bench.name}: {a.dest}={v!r}: {e}") from None
     ns = argparse.Namespace(**{**defaults, **overrides})
     for a in p._actions:                                      # the same checks as the CLI's typed options
         v = getattr(ns, a.dest, None)

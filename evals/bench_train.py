@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from snapgen.cli import nonnegative_int, positive_int
 from snapgen.paths import results_dir
 from snapgen.records import make_record, score, write_record
 
@@ -59,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.bench_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny-world")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--warmup", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[16])
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--steps", type=positive_int, default=16)
+    p.add_argument("--warmup", type=nonnegative_int, default=4)
+    p.add_argument("--rounds", type=positive_int, default=2)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     t0 = time.time()
@@ -99,4 +100,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

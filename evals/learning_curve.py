@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from snapgen.cli import nonnegative_float, positive_int
 from snapgen.io import atomic_write_json
 from snapgen.paths import results_dir
 from snapgen.records import make_record, read_record, score, write_record
@@ -136,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a training run folder (checkpoints/, log.jsonl, train_config.json)")
     p.add_argument("--name", default=None, help="curve name (default: the run folder's name)")
-    p.add_argument("--every", type=int, default=1, help="score every k-th checkpoint (the last one always)")
-    p.add_argument("--n-per-prompt", type=int, default=4, help="GenEval images per prompt")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps")
-    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the pipeline's)")
-    p.add_argument("--threads", type=int, default=2, help="generation threads")
-    p.add_argument("--fid-n", type=int, default=500, help="FID-world: generated images (= reference renders)")
+    p.add_argument("--every", type=positive_int, default=1, help="score every k-th checkpoint (the last one always)")
+    p.add_argument("--n-per-prompt", type=positive_int, default=4, help="GenEval images per prompt")
+    p.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
+    p.add_argument("--guidance", type=nonnegative_float, default=None, help="CFG scale (default: the pipeline's)")
+    p.add_argument("--threads", type=positive_int, default=2, help="generation threads")
+    p.add_argument("--fid-n", type=positive_int, default=500, help="FID-world: generated images (= reference renders)")
     p.add_argument("--no-fid", action="store_true", help="GenEval only")
     p.add_argument("--out", default=None, help="curve record (default results/world/learning_curve-<name>.json)")
     a = p.parse_args(argv)
@@ -167,4 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

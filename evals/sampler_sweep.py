@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from snapgen.cli import nonnegative_float, positive_int
 from evals.benchmarks.geneval import TASKS
 from evals.records import paired_difference
 from snapgen.paths import display, results_dir
@@ -72,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.sampler_sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="world-tiny")
-    p.add_argument("--guidance", type=float, nargs="+", default=[2.0, 3.0, 4.5])
-    p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
+    p.add_argument("--guidance", type=nonnegative_float, nargs="+", default=[2.0, 3.0, 4.5])
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 40])
     p.add_argument("--cells", nargs="+", default=None, metavar="GUIDANCE:STEPS",
                    help="explicit cells instead of the grid (the default cell is always added)")
     p.add_argument("--default", type=float, nargs=2, default=[3.0, 20], metavar=("GUIDANCE", "STEPS"),
                    help="the reference cell of the paired differences")
-    p.add_argument("--n-per-prompt", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-per-prompt", type=positive_int, default=4)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
     name = a.name or a.ckpt.replace("/", "-")
@@ -128,4 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

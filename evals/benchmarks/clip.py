@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from snapgen.cli import positive_float, positive_int
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, prompts_card, record_path,
                                      slug, split_protocol, world_prompt_set)
@@ -48,7 +49,7 @@ def add_prompt_args(p) -> None:
                    "generators)")
     e.add_argument("--captions", default=None, help="--images: captions, one per line in the folder's sorted image "
                    f"order, or a .jsonl with file + prompt (default: DIR/{MANIFEST})")
-    e.add_argument("--score-batch-size", type=int, default=32, help="evaluator batch size (speed only)")
+    e.add_argument("--score-batch-size", type=positive_int, default=32, help="evaluator batch size (speed only)")
     add_world_prompt_args(e)
 
 
@@ -183,7 +184,7 @@ def add_arguments(p) -> None:
     e.add_argument("--clip-model", default="ViT-L-14", help="open_clip architecture name (ViT-L-14, ViT-g-14, ...)")
     e.add_argument("--clip-quick-gelu", choices=("auto", "yes", "no"), default="auto",
                    help="QuickGELU (auto: yes for OpenAI architectures)")
-    e.add_argument("--clip-scale", type=float, default=100.0, help="w in w * max(cos, 0) (torchmetrics: 100)")
+    e.add_argument("--clip-scale", type=positive_float, default=100.0, help="w in w * max(cos, 0) (torchmetrics: 100)")
     e.add_argument("--clip-model-config", default=None, help="an extra open_clip architecture JSON, registered "
                    "under its file stem (custom or tiny test models)")
 

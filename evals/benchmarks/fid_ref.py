@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from snapgen.cli import positive_int
 from evals.benchmarks.common import IMAGES
 from evals.benchmarks.fid import DEFAULT_WORLD_N, add_fid_options, world_reference
 
@@ -25,7 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--images-root", default=str(IMAGES), help="where 'world' reference renders are cached")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch + BLAS threads (default: leave as is; 1 is "
+    p.add_argument("--threads", type=positive_int, default=None, help="torch + BLAS threads (default: leave as is; 1 is "
                    "faster on a busy 2-core machine)")
     add_fid_options(p)
 

@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     e.add_argument("--detector", default=None, help="world | mask2former:DIR | mmdet:CONFIG,CHECKPOINT "
                    "(default: world for world generators)")
     e.add_argument("--clip-weights", default=None, help="open_clip ViT-L-14 weights file (colour classifier)")
+    e.add_argument("--allow-incomplete", action="store_true", help="--images: score a folder with missing or extra "
+                   "samples (default: refuse and name them); the record counts them")
     add_world_prompt_args(e)
 
 
@@ -138,9 +140,15 @@ class GenEval(Benchmark):
         return super().generate(plan, gen, args)
 
     def score(self, plan, args) -> Scored:
-        from evals.geneval.score import list_samples, score_folder
+        from evals.geneval.score import check_complete, list_samples, score_folder
 
         det, clf, ev_info = plan.state["evaluator"]
+        problems = check_complete(list_samples(plan.folder), args.n_per_prompt)
+        if problems and not args.allow_incomplete:
+            raise ValueError(f"'{plan.folder}' is not a complete GenEval run of --n-per-prompt {args.n_per_prompt}: "
+                             f"{len(problems)} problem(s), e.g. {problems[:3]}. Regenerate the missing images, pass "
+                             "the right --n-per-prompt, or --allow-incomplete to score what is there (the record "
+                             "then counts what was missing)")
         rows, _ = score_folder(plan.folder, det, clf)
         summary = geneval_scores(rows)
         all_meta = [m for _, m, _ in list_samples(plan.folder)]
@@ -158,9 +166,10 @@ class GenEval(Benchmark):
             "scoring_mode": "official", "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "stratified_by": "task"}})
         for r in rows:
             r.pop("details", None)
-        return Scored(self.scores_of(summary), rows, {"tasks": summary["tasks"], "images": summary["images"],
-                                                      "missing_tasks": summary["missing_tasks"]},
-                      _summary_lines(summary))
+        details = {"tasks": summary["tasks"], "images": summary["images"], "missing_tasks": summary["missing_tasks"],
+                   "incomplete": {"allowed": bool(args.allow_incomplete), "problems": len(problems),
+                                  "examples": problems[:20]}}
+        return Scored(self.scores_of(summary), rows, details, _summary_lines(summary))
 
     def scores_of(self, summary: dict) -> dict:
         """The official summary (``geneval_scores``) as envelope scores."""

@@ -52,6 +52,18 @@ def list_samples(folder: str | Path) -> list[tuple[int, dict, list[Path]]]:
     return out
 
 
+def check_complete(samples: list[tuple[int, dict, list[Path]]], n_per_prompt: int) -> list[str]:
+    """The expected ``NNNNN/samples/NNNN.png`` files (sample 0..n_per_prompt-1 of every prompt folder) that are
+    missing, plus any extra sample beyond ``n_per_prompt``, as 'missing: path' / 'extra: path' strings."""
+    problems = []
+    for prompt_index, _, paths in samples:
+        have = {int(p.stem): p for p in paths}
+        folder = paths[0].parent if paths else None
+        problems += [f"missing: {folder / f'{k:04d}.png'}" for k in range(n_per_prompt) if k not in have]
+        problems += [f"extra: {p}" for k, p in sorted(have.items()) if k >= n_per_prompt]
+    return problems
+
+
 def score_folder(folder: str | Path, detector: Callable[[Image.Image], dict[str, list[Detection]]],
                  classify_color: ImageColorFn | None = None,
                  rules: GenEvalRules = OFFICIAL) -> tuple[list[dict], dict]:
@@ -64,10 +76,13 @@ def score_folder(folder: str | Path, detector: Callable[[Image.Image], dict[str,
     rows = []
     for prompt_index, metadata, paths in list_samples(folder):
         for path in paths:
-            with Image.open(path) as im:
-                if im.format != "PNG":
-                    raise ValueError(f"'{path}' is a {im.format} file named .png; GenEval needs real PNGs")
-                image = ImageOps.exif_transpose(im).convert("RGB")
+            try:
+                with Image.open(path) as im:
+                    if im.format != "PNG":
+                        raise ValueError(f"'{path}' is a {im.format} file named .png; GenEval needs real PNGs")
+                    image = ImageOps.exif_transpose(im).convert("RGB")
+            except OSError as e:                            # truncated or corrupt file: name it
+                raise ValueError(f"'{path}' cannot be read as an image ({e}); regenerate or remove it") from None
             bound = partial(classify_color, image) if classify_color is not None else None
             correct, reason, details = evaluate_image(metadata, detector(image), image.size, bound, rules)
             rows.append({"prompt_index": prompt_index, "sample_index": int(path.stem), "tag": metadata["tag"],

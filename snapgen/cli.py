@@ -1,0 +1,97 @@
+"""What every command line shares: range-checked argparse types and one error handler.
+
+    p.add_argument("--steps", type=positive_int)             # 0, -1, "x" -> "argument --steps: must be >= 1, got 0"
+    p.add_argument("--guidance", type=finite_float)          # nan / inf refused
+    raise SystemExit(run_cli(main))                          # usage errors exit 2 naming the flag or file, no traceback
+
+``run_cli`` turns the project's expected errors (bad values, missing files, malformed records, missing weights)
+into one line ``error: ...`` on stderr and exit code 2; ``--debug`` anywhere on the command line (or
+``SNAPGEN_DEBUG=1``) shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Callable
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def debug_requested(argv: list[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("SNAPGEN_DEBUG", "") not in ("", "0")
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, not a bug: reported in one line."""
+    from snapgen.io import MissingWeightsError
+
+    errors: list[type[BaseException]] = [MissingWeightsError, FileNotFoundError, NotADirectoryError,
+                                         IsADirectoryError, PermissionError, ValueError, KeyError]
+    try:
+        from snapgen.records import RecordError
+
+        errors.append(RecordError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call ``main(argv)``; expected errors -> ``error: ...`` and exit 2 (traceback only with --debug)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return main(argv)
+    except expected_errors() as e:
+        if debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
