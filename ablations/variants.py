@@ -3,19 +3,22 @@
 Steps (SPEC.md section 2): SDXL topology -> thinner/shorter baseline -> 1 no high-res self-attention
 -> 2 separable convs -> 3 separable expansion x2 -> 4 FFN ratio 3 -> 5 multi-query attention
 -> 6 text/class conditioning from the first stage -> 7 QK-RMSNorm + 2-D RoPE (= final SnapGen).
+Step 6 has two readings (docs/architecture.md): "add" (a CA+FFN block after each first-stage residual block;
+the line the final model continues) and "replace" (the CA+FFN block takes the residual block's place).
 The paper ran this ablation class-conditionally on ImageNet 256 (``in256-*``); the same steps are
 registered for text-to-image at 1024 px (``t2i-*``) ending in the ``snapgen-t2i`` preset.
 """
 from __future__ import annotations
 
-from snapgen.config import UNetConfig
+from snapgen.config import StageSpec, UNetConfig
 from ablations.registry import Registry, Variant
 
 REGISTRY = Registry()
 _r = REGISTRY
 
 # SDXL's topology in our U-Net class (for the thinned baseline's lineage) and the real diffusers SDXL U-Net.
-SDXL_TOPOLOGY = UNetConfig(channels=(320, 640, 1280), depth=(0, 2, 10), attention=("none", "self_cross", "self_cross"))
+SDXL_TOPOLOGY = UNetConfig(stages=(StageSpec(320, 2, 0, "none"), StageSpec(640, 2, 2, "self_cross"),
+                                   StageSpec(1280, 2, 10, "self_cross")))
 _r.register(Variant("sdxl-unet", None, None, "diffusers UNet2DConditionModel, SDXL config, no weights (2,567,463,684 params)",
                     family="sdxl", resolution=1024, context_tokens=77))
 
@@ -32,6 +35,8 @@ def _steps(prefix: str, root: str, final: str) -> None:
       kv_heads=1, cross_kv_heads=1)
     d(f"{prefix}-s5-mqa", f"{prefix}-s6-first-stage-ca", "6: condition from the first stage: CA+FFN block at the high-res stage",
       attention=("cross", "cross", "self_cross"), depth=(1, 2, 4))
+    d(f"{prefix}-s5-mqa", f"{prefix}-s6-first-stage-ca-replace", "6, replace reading: the high-res residual blocks become CA+FFN",
+      attention=("cross", "cross", "self_cross"), depth=(1, 2, 4), attn_block=("replace", "add", "add"))
     d(f"{prefix}-s6-first-stage-ca", final, "7: QK-RMSNorm + 2-D RoPE (final SnapGen)", qk_norm=True, rope=True)
 
 

@@ -146,7 +146,7 @@ def test_sd3_teacher_maps_the_flow_convention(sd3_dir):
 
 
 def _tiny_student(in_channels=16, sample_size=8, context_dim=32, pooled_dim=32):
-    return SnapGenUNet(UNetConfig(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size,
+    return SnapGenUNet(UNetConfig().replace(in_channels=in_channels, out_channels=in_channels, sample_size=sample_size,
                                   channels=(8, 16, 16), res_blocks=(1, 1, 1), depth=(0, 1, 1),
                                   attention=("none", "cross", "self_cross"), head_dim=8, context_dim=context_dim,
                                   pooled_dim=pooled_dim, norm_groups=4))

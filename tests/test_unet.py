@@ -122,9 +122,9 @@ def test_config_validation_and_json_round_trip():
     cfg = REGISTRY.get("snapgen-t2i").config
     assert UNetConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ValueError, match="depth"):
-        UNetConfig(depth=(0, 2))
+        UNetConfig().replace(depth=(0, 2))
     with pytest.raises(ValueError, match="none"):
-        UNetConfig(attention=("none", "cross", "self_cross"), depth=(1, 2, 4))
+        UNetConfig().replace(attention=("none", "cross", "self_cross"), depth=(1, 2, 4))
     with pytest.raises(ValueError, match="unknown UNetConfig fields"):
         UNetConfig.from_dict({**cfg.to_dict(), "chanels": [1]})
 

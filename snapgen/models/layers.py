@@ -17,29 +17,41 @@ from torch import nn
 
 
 class SeparableConv2d(nn.Module):
-    """Depthwise 3x3 (channel multiplier ``expansion``) followed by a pointwise 1x1.
+    """Depthwise 3x3 + pointwise 1x1; SnapGen step 2 replaces every 3x3 conv by this and step 3 expands
+    its intermediate channels by ``expansion`` (x2), at one of two places (``expand_at``):
 
-    SnapGen step 2 replaces every 3x3 conv by this; step 3 expands the intermediate channels by 2.
-    # PAPER-UNKNOWN: where the expansion happens. Chose a depthwise conv with channel multiplier
-    # ``expansion`` (C -> e*C, groups=C) then a pointwise e*C -> C_out, because "expand the
-    # intermediate channels" of a depthwise+pointwise pair most directly means the tensor between
-    # the two; no norm/activation between them (as in a plain separable conv).
+      "depthwise": depthwise 3x3 with channel multiplier e (C -> e*C, groups=C), then pointwise e*C -> C_out
+      "pointwise": depthwise 3x3 (C -> C), then pointwise C -> e*C -> SiLU -> pointwise e*C -> C_out
+
+    # PAPER-UNKNOWN: where the expansion happens. The default ("depthwise") reads "expand the intermediate
+    # channels" of a depthwise+pointwise pair as the tensor between the two; no norm/activation between them
+    # (as in a plain separable conv). "pointwise" is the inverted-bottleneck reading (MobileNetV2, the tiny
+    # decoder); it needs the SiLU, else the two pointwise convs collapse into one linear map. In both the
+    # intermediate tensor is e x the input channels.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, expansion: int = 1, expand_at: str = "depthwise"):
         super().__init__()
-        self.depthwise = nn.Conv2d(cin, cin * expansion, 3, stride=stride, padding=1, groups=cin)
+        if expand_at not in ("depthwise", "pointwise"):
+            raise ValueError(f"expand_at={expand_at!r}: expected 'depthwise' or 'pointwise'")
+        dw_out = cin * expansion if expand_at == "depthwise" else cin
+        self.depthwise = nn.Conv2d(cin, dw_out, 3, stride=stride, padding=1, groups=cin)
+        self.expand = nn.Conv2d(cin, cin * expansion, 1) if expand_at == "pointwise" else None
         self.pointwise = nn.Conv2d(cin * expansion, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        h = self.depthwise(x)                                       # (N, e*C or C, H, W)
+        if self.expand is not None:
+            h = F.silu(self.expand(h))                              # (N, e*C, H, W)
+        return self.pointwise(h)                                    # (N, C_out, H, W)
 
 
-def conv3x3(cin: int, cout: int, kind: str, expansion: int = 1, stride: int = 1) -> nn.Module:
+def conv3x3(cin: int, cout: int, kind: str, expansion: int = 1, stride: int = 1, expand_at: str = "depthwise"
+            ) -> nn.Module:
     if kind == "full":
         return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
     if kind == "separable":
-        return SeparableConv2d(cin, cout, stride=stride, expansion=expansion)
+        return SeparableConv2d(cin, cout, stride=stride, expansion=expansion, expand_at=expand_at)
     raise ValueError(f"unknown conv kind {kind!r}; expected 'full' or 'separable'")
 
 
@@ -50,14 +62,15 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     """SDXL-style residual block: GN-SiLU-conv, + projected embedding, GN-SiLU-dropout-conv, + skip."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, conv: str, expansion: int, groups: int, dropout: float):
+    def __init__(self, cin: int, cout: int, emb_dim: int, conv: str, expansion: int, groups: int, dropout: float,
+                 expand_at: str = "depthwise"):
         super().__init__()
         self.norm1 = group_norm(cin, groups)
-        self.conv1 = conv3x3(cin, cout, conv, expansion)
+        self.conv1 = conv3x3(cin, cout, conv, expansion, expand_at=expand_at)
         self.emb_proj = nn.Linear(emb_dim, cout)
         self.norm2 = group_norm(cout, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3(cout, cout, conv, expansion)
+        self.conv2 = conv3x3(cout, cout, conv, expansion, expand_at=expand_at)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x, emb, context=None):
@@ -67,19 +80,32 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class Downsample(nn.Module):
-    def __init__(self, channels: int, conv: str, expansion: int):
+class SkipMerge(nn.Module):
+    """1x1 conv C_in -> C_out: where a transformer block replaces a decoder unit's residual block
+    (``StageSpec.attn_block="replace"``), it merges the concatenated skip to the stage width.
+    # PAPER-UNKNOWN: the paper does not say how; chose the residual block's own skip projection (1x1 conv)."""
+
+    def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = conv3x3(channels, channels, conv, expansion, stride=2)
+        self.proj = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x, emb=None, context=None):
+        return self.proj(x)                                         # (N, Cout, H, W)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int, conv: str, expansion: int, expand_at: str = "depthwise"):
+        super().__init__()
+        self.conv = conv3x3(channels, channels, conv, expansion, stride=2, expand_at=expand_at)
 
     def forward(self, x, emb=None, context=None):
         return self.conv(x)                                         # (N, C, H/2, W/2)
 
 
 class Upsample(nn.Module):
-    def __init__(self, channels: int, conv: str, expansion: int):
+    def __init__(self, channels: int, conv: str, expansion: int, expand_at: str = "depthwise"):
         super().__init__()
-        self.conv = conv3x3(channels, channels, conv, expansion)
+        self.conv = conv3x3(channels, channels, conv, expansion, expand_at=expand_at)
 
     def forward(self, x, emb=None, context=None):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (N, C, 2H, 2W)
@@ -119,7 +145,9 @@ class Attention(nn.Module):
     """Multi-head / grouped / multi-query attention with optional QK-RMSNorm and 2-D RoPE.
 
     ``kv_heads == heads`` is multi-head, ``kv_heads == 1`` is multi-query (SnapGen step 5): the key
-    and value projections produce one head shared by all query heads.
+    and value projections produce one head shared by all query heads. Shared K/V heads go to SDPA as they
+    are (``enable_gqa``: query head i reads K/V head i // (heads / kv_heads)), never copied per query head.
+    Core ML export swaps this module for ``snapgen.export.coreml.ExportAttention`` (explicit kernels).
     """
 
     def __init__(self, dim: int, context_dim: int | None, head_dim: int, kv_heads: int | None,
@@ -150,11 +178,8 @@ class Attention(nn.Module):
         if self.rope and context is None:
             cos, sin = rope_2d(hw[0], hw[1], self.head_dim, self.rope_theta, x.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.kv_heads != self.heads:                             # MQA/GQA: share K/V across heads
-            rep = self.heads // self.kv_heads
-            k = k[:, :, None].expand(-1, -1, rep, -1, -1).reshape(n, self.heads, -1, self.head_dim)
-            v = v[:, :, None].expand(-1, -1, rep, -1, -1).reshape(n, self.heads, -1, self.head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)               # (N, h, L, d)
+        # k, v: (N, h_kv, S, d); MQA/GQA (h_kv < h) share them across query heads without a copy
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv_heads != self.heads)  # (N, h, L, d)
         return self.to_out(out.transpose(1, 2).reshape(n, length, -1))
 
 

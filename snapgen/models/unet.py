@@ -14,23 +14,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snapgen.config import UNetConfig
-from snapgen.models.layers import Downsample, ResBlock, TransformerBlock, Upsample, group_norm, timestep_embedding
+from snapgen.config import StageSpec, UNetConfig
+from snapgen.models.layers import (Downsample, ResBlock, SkipMerge, TransformerBlock, Upsample, group_norm,
+                                   timestep_embedding)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
 class Unit(nn.Module):
-    """A residual block optionally followed by a transformer block: one skip-producing U-Net unit."""
+    """One skip-producing U-Net unit: a residual block (or, where the transformer block replaced it, an
+    optional 1x1 skip merge) followed by an optional transformer block."""
 
-    def __init__(self, res: nn.Module, attn: nn.Module | None):
+    def __init__(self, res: nn.Module | None, attn: nn.Module | None):
         super().__init__()
         self.res = res
         self.attn = attn
 
     def forward(self, x, emb, context):
-        x = self.res(x, emb, context)
+        x = x if self.res is None else self.res(x, emb, context)
         return x if self.attn is None else self.attn(x, emb, context)
 
 
@@ -38,12 +40,16 @@ class SnapGenUNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = c = config
-        emb_dim = c.emb_mult * c.channels[0]
-        self.time_embed = nn.Sequential(nn.Linear(c.channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        width0 = c.stages[0].width
+        emb_dim = c.emb_mult * width0
+        self.time_embed = nn.Sequential(nn.Linear(width0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if c.cond == "text":
-            # PAPER-UNKNOWN: pooled-text use. Chose SDXL's route: pooled CLIP-L||CLIP-G (2048) -> MLP
-            # added to the time embedding; no size/crop micro-conditioning (not mentioned by the paper).
-            self.cond_embed = nn.Sequential(nn.Linear(c.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            # PAPER-UNKNOWN: pooled-text use (``pooled_route``). Default SDXL's route: pooled CLIP-L||CLIP-G
+            # (2048) -> MLP added to the time embedding; no size/crop micro-conditioning (not in the paper).
+            if c.pooled_route == "time_embedding":
+                self.cond_embed = nn.Sequential(nn.Linear(c.pooled_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            elif c.pooled_route == "context_token":
+                self.pooled_token = nn.Linear(c.pooled_dim, c.context_dim)
             context_dim = c.context_dim
         else:
             # Class mode: a label embedding (index num_classes = null class for CFG) added to the time
@@ -53,64 +59,75 @@ class SnapGenUNet(nn.Module):
             self.class_embed = nn.Embedding(c.num_classes + 1, emb_dim)
             self.class_tokens = nn.Linear(emb_dim, c.class_tokens * emb_dim)
             context_dim = emb_dim
-        self.conv_in = nn.Conv2d(c.in_channels, c.channels[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(c.in_channels, width0, 3, padding=1)
         self.enc, self.dec = nn.ModuleDict(), nn.ModuleDict()
         self.mid = nn.ModuleDict()
         skips = self._build_encoder(emb_dim, context_dim)
         self._build_mid(emb_dim, context_dim)
         self._build_decoder(emb_dim, context_dim, skips)
-        self.norm_out = group_norm(c.channels[0], c.norm_groups)
-        self.conv_out = nn.Conv2d(c.channels[0], c.out_channels, 3, padding=1)
+        self.norm_out = group_norm(width0, c.norm_groups)
+        self.conv_out = nn.Conv2d(width0, c.out_channels, 3, padding=1)
         self.initialize_weights()
 
     # --- construction -------------------------------------------------------------------------
-    def _attn(self, stage: int, channels: int, context_dim: int, depth: int | None = None) -> nn.Module | None:
-        c, kind = self.config, self.config.attention[stage]
-        if kind == "none":
+    def _attn(self, stage: StageSpec, context_dim: int) -> TransformerBlock | None:
+        c = self.config
+        if stage.attention == "none":
             return None
-        return TransformerBlock(channels, depth or c.depth[stage], context_dim, self_attn="self" in kind,
-                                cross_attn="cross" in kind, head_dim=c.head_dim, kv_heads=c.kv_heads,
+        return TransformerBlock(stage.width, stage.depth, context_dim, self_attn="self" in stage.attention,
+                                cross_attn="cross" in stage.attention, head_dim=c.head_dim, kv_heads=c.kv_heads,
                                 cross_kv_heads=c.cross_kv_heads, qk_norm=c.qk_norm, rope=c.rope,
                                 ffn_ratio=c.ffn_ratio, groups=c.norm_groups)
 
     def _res(self, cin: int, cout: int, emb_dim: int) -> ResBlock:
         c = self.config
-        return ResBlock(cin, cout, emb_dim, c.conv, c.sep_expansion, c.norm_groups, c.dropout)
+        return ResBlock(cin, cout, emb_dim, c.conv, c.sep_expansion, c.norm_groups, c.dropout, c.sep_expansion_at)
+
+    def _unit(self, stage: StageSpec, cin: int, emb_dim: int, context_dim: int) -> Unit:
+        if stage.attn_block == "replace":  # the transformer block takes the residual block's place
+            merge = None if cin == stage.width else SkipMerge(cin, stage.width)
+            return Unit(merge, self._attn(stage, context_dim))
+        return Unit(self._res(cin, stage.width, emb_dim), self._attn(stage, context_dim))
+
+    def _resample(self, cls, channels: int) -> nn.Module:
+        c = self.config
+        return cls(channels, c.conv, c.sep_expansion, c.sep_expansion_at)
 
     def _build_encoder(self, emb_dim: int, context_dim: int) -> list[int]:
-        c, skips, cin = self.config, [self.config.channels[0]], self.config.channels[0]
-        for i, ch in enumerate(c.channels):
+        c, cin = self.config, self.config.stages[0].width
+        skips = [cin]
+        for i, stage in enumerate(c.stages):
             r = c.sample_size >> i
-            for j in range(c.res_blocks[i]):
-                self.enc[f"{r}x{r}_block{j}"] = Unit(self._res(cin, ch, emb_dim), self._attn(i, ch, context_dim))
-                cin = ch
-                skips.append(ch)
-            if i < len(c.channels) - 1:
-                self.enc[f"{r}x{r}_down"] = Downsample(ch, c.conv, c.sep_expansion)
-                skips.append(ch)
+            for j in range(stage.res_blocks):
+                self.enc[f"{r}x{r}_block{j}"] = self._unit(stage, cin, emb_dim, context_dim)
+                cin = stage.width
+                skips.append(cin)
+            if i < len(c.stages) - 1:
+                self.enc[f"{r}x{r}_down"] = self._resample(Downsample, stage.width)
+                skips.append(stage.width)
         return skips
 
     def _build_mid(self, emb_dim: int, context_dim: int) -> None:
+        """res -> transformer block of the last stage's depth and attention -> res (its attn_block does not apply)."""
         c = self.config
         if not c.mid_block:
             return
-        ch, r, last = c.channels[-1], c.sample_size >> (len(c.channels) - 1), len(c.channels) - 1
-        self.mid[f"{r}x{r}_res0"] = self._res(ch, ch, emb_dim)
-        attn = self._attn(last, ch, context_dim)
+        last, r = c.stages[-1], c.sample_size >> (len(c.stages) - 1)
+        self.mid[f"{r}x{r}_res0"] = self._res(last.width, last.width, emb_dim)
+        attn = self._attn(last, context_dim)
         if attn is not None:
             self.mid[f"{r}x{r}_attn"] = attn
-        self.mid[f"{r}x{r}_res1"] = self._res(ch, ch, emb_dim)
+        self.mid[f"{r}x{r}_res1"] = self._res(last.width, last.width, emb_dim)
 
     def _build_decoder(self, emb_dim: int, context_dim: int, skips: list[int]) -> None:
-        c, cin = self.config, self.config.channels[-1]
-        for i in reversed(range(len(c.channels))):
-            ch, r = c.channels[i], c.sample_size >> i
-            for j in range(c.res_blocks[i] + 1):
-                self.dec[f"{r}x{r}_block{j}"] = Unit(self._res(cin + skips.pop(), ch, emb_dim),
-                                                     self._attn(i, ch, context_dim))
-                cin = ch
+        c, cin = self.config, self.config.stages[-1].width
+        for i in reversed(range(len(c.stages))):
+            stage, r = c.stages[i], c.sample_size >> i
+            for j in range(stage.res_blocks + 1):
+                self.dec[f"{r}x{r}_block{j}"] = self._unit(stage, cin + skips.pop(), emb_dim, context_dim)
+                cin = stage.width
             if i > 0:
-                self.dec[f"{r}x{r}_up"] = Upsample(ch, c.conv, c.sep_expansion)
+                self.dec[f"{r}x{r}_up"] = self._resample(Upsample, stage.width)
 
     def initialize_weights(self) -> None:
         """Default PyTorch init, except zero-initialised output layers of every residual branch and of
@@ -129,11 +146,16 @@ class SnapGenUNet(nn.Module):
     # --- forward ------------------------------------------------------------------------------
     def embed(self, t, pooled=None, class_labels=None, context=None):
         """Returns (emb (N, E), context (N, L, D)) from the timestep and the condition."""
-        emb = self.time_embed(timestep_embedding(t, self.config.channels[0]).to(self.conv_in.weight.dtype))
-        if self.config.cond == "text":
-            if pooled is None or context is None:
+        c = self.config
+        emb = self.time_embed(timestep_embedding(t, c.stages[0].width).to(self.conv_in.weight.dtype))
+        if c.cond == "text":
+            if context is None or (pooled is None and c.pooled_route != "none"):
                 raise ValueError("text-conditional U-Net needs `context` (N, L, D) and `pooled` (N, P)")
-            return emb + self.cond_embed(pooled), context
+            if c.pooled_route == "time_embedding":
+                return emb + self.cond_embed(pooled), context
+            if c.pooled_route == "context_token":
+                return emb, torch.cat([context, self.pooled_token(pooled)[:, None]], dim=1)  # (N, L+1, D)
+            return emb, context
         if class_labels is None:
             raise ValueError("class-conditional U-Net needs `class_labels` (N,) (null class = num_classes)")
         cls = self.class_embed(class_labels)                                          # (N, E)
