@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snapgen.io import require_path
+from snapgen.models.taps import tap
 
 
 class Teacher(Protocol):
@@ -41,40 +42,14 @@ class Teacher(Protocol):
         ...
 
 
-class _Taps:
-    """Forward hooks that keep the outputs of named modules during one call (no model edits)."""
-
-    def __init__(self, modules: dict[str, nn.Module], convert=lambda out: out):
-        self.store: dict[str, torch.Tensor] = {}
-        self.active: set[str] = set()
-        for name, m in modules.items():
-            m.register_forward_hook(self._hook(name, convert))
-
-    def _hook(self, name, convert):
-        def fn(_module, _inp, out):
-            if name in self.active:
-                self.store[name] = convert(out)
-        return fn
-
-    def collect(self, names):
-        self.store, self.active = {}, set(names)
-        return self
-
-    def __enter__(self):
-        return self.store
-
-    def __exit__(self, *exc):
-        self.active = set()
-
-
 # ------------------------------------------------------------------------------------------------
 # A snapgen pipeline as teacher
 
 
 class SnapGenTeacher(nn.Module):
-    """A snapgen pipeline's U-Net + text stack. Features: ``"last"`` = the ``return_features`` tap
-    (after the mid block, (N, C_last, H/4, W/4)), plus every encoder/mid/decoder block's output by its
-    ModuleDict key (``"enc.16x16_block0"``, ``"mid.8x8_res1"``, ``"dec.32x32_block1"``) via hooks."""
+    """A snapgen pipeline's U-Net + text stack. Features: the U-Net's tap points (``SnapGenUNet.tap_points``):
+    every encoder/mid/decoder block's output by its ModuleDict key (``"enc.16x16_block0"``, ``"mid.8x8_res1"``,
+    ``"dec.32x32_block1"``) and ``"last"`` (after the mid block, (N, C_last, H/4, W/4))."""
 
     kd_feature = "last"
 
@@ -84,9 +59,8 @@ class SnapGenTeacher(nn.Module):
 
         self.unet, self.text = unet.eval().requires_grad_(False), text
         self.cached = CachedText(text) if text is not None else None
-        blocks = {f"{part}.{k}": m for part in ("enc", "mid", "dec") for k, m in getattr(unet, part).items()}
-        self._taps = _Taps(blocks)
-        self.feature_names = tuple(blocks) + ("last",)
+        self._points = unet.tap_points()
+        self.feature_names = tuple(self._points)
         self.feature_channels = self._channels()
 
     @classmethod
@@ -102,11 +76,10 @@ class SnapGenTeacher(nn.Module):
     def _channels(self) -> dict[str, int]:
         c = self.unet.config
         x = torch.zeros(1, c.in_channels, c.sample_size, c.sample_size)
-        with self._taps.collect(self.feature_names) as store:
-            _, last = self.unet(x, torch.full((1,), 0.5), torch.zeros(1, 1, c.context_dim),
-                                torch.zeros(1, c.pooled_dim), return_features=True)
-        self._grid_div = c.sample_size // last.shape[-1]
-        return {**{k: v.shape[1] for k, v in store.items()}, "last": last.shape[1]}
+        with tap(self._points, self.feature_names) as feats:
+            self.unet(x, torch.full((1,), 0.5), torch.zeros(1, 1, c.context_dim), torch.zeros(1, c.pooled_dim))
+        self._grid_div = c.sample_size // feats["last"].shape[-1]
+        return {k: v.shape[1] for k, v in feats.items()}
 
     def feature_grid(self, height: int, width: int) -> tuple[int, int]:
         return height // self._grid_div, width // self._grid_div
@@ -121,9 +94,8 @@ class SnapGenTeacher(nn.Module):
     def forward(self, x_t, t, prompts, features=None):
         ctx, pooled = self.condition(prompts)
         names = tuple(features) if features is not None else (self.kd_feature,)
-        with self._taps.collect([n for n in names if n != "last"]) as store:
-            v, last = self.unet(x_t, t, ctx, pooled, return_features=True)   # (N, C, H, W), (N, C_last, H/4, W/4)
-        feats = {**store, "last": last}
+        with tap(self._points, names) as feats:
+            v = self.unet(x_t, t, ctx, pooled)                               # (N, C, H, W)
         return v, {n: feats[n] for n in names}
 
 
@@ -193,10 +165,9 @@ class SD3Teacher(nn.Module):
         self.transformer, self.text = transformer.eval().requires_grad_(False), text
         self.num_train_timesteps = num_train_timesteps
         self.patch = transformer.config.patch_size
-        blocks = {f"block{i}": b for i, b in enumerate(transformer.transformer_blocks)}
-        blocks["last"] = transformer.transformer_blocks[-1]
-        self._taps = _Taps(blocks, convert=lambda out: out[1] if isinstance(out, tuple) else out)
-        self.feature_names = tuple(blocks)
+        self._points = {f"block{i}": b for i, b in enumerate(transformer.transformer_blocks)}
+        self._points["last"] = transformer.transformer_blocks[-1]
+        self.feature_names = tuple(self._points)
         inner = transformer.config.num_attention_heads * transformer.config.attention_head_dim
         self.feature_channels = {n: inner for n in self.feature_names}
 
@@ -235,12 +206,17 @@ class SD3Teacher(nn.Module):
         dev, dtype = x_t.device, self.transformer.dtype
         names = tuple(features) if features is not None else (self.kd_feature,)
         sigma_timestep = t.float() * self.num_train_timesteps                  # timestep = sigma * 1000, sigma = t
-        with self._taps.collect(names) as store:
+        with tap(self._points, names, convert=_image_tokens) as store:
             v = self.transformer(hidden_states=x_t.to(dtype), encoder_hidden_states=ctx.to(dev, dtype),
                                  pooled_projections=pooled.to(dev, dtype), timestep=sigma_timestep.to(dev),
                                  return_dict=False)[0]                         # noise - x0 = our v
         height, width = x_t.shape[-2:]
         return v.to(x_t.dtype), {n: self._to_map(store[n], height, width) for n in names}
+
+
+def _image_tokens(out):
+    """A JointTransformerBlock returns (text tokens, image tokens); the last block only image tokens."""
+    return out[1] if isinstance(out, tuple) else out
 
 
 def load_teacher(path: str | Path) -> nn.Module:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snapgen.config import StageSpec, UNetConfig
+from snapgen.models.taps import block_points
 from snapgen.models.layers import (Downsample, ResBlock, SkipMerge, TransformerBlock, Upsample, group_norm,
                                    timestep_embedding)
 
@@ -163,12 +164,10 @@ class SnapGenUNet(nn.Module):
         return emb + cls, tokens
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
-                pooled: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
-                return_features: bool = False):
+                pooled: torch.Tensor | None = None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W) noisy latent x_t; t: (N,) in [0, 1] (t=0 data, t=1 noise) -> velocity (N, C, H, W).
 
-        With ``return_features`` also returns the lowest-resolution features (after the mid block),
-        the tap used by feature distillation.
+        Intermediate features: ``snapgen.models.taps.tap(self.tap_points(), names)``.
         """
         emb, context = self.embed(t, pooled, class_labels, context)
         h = self.conv_in(x)                                         # (N, C0, H, W)
@@ -177,15 +176,23 @@ class SnapGenUNet(nn.Module):
             h = block(h, emb, context)
             skips.append(h)
         for block in self.mid.values():
-            h = block(h, emb, context)
-        features = h                                                # (N, C_last, H/4, W/4)
+            h = block(h, emb, context)                              # (N, C_last, H/4, W/4): the "last" tap
         for name, block in self.dec.items():
             if name.endswith("_up"):
                 h = block(h, emb, context)
             else:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
-        out = self.conv_out(F.silu(self.norm_out(h)))
-        return (out, features) if return_features else out
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    def tap_points(self) -> dict[str, nn.Module]:
+        """Named blocks for ``snapgen.models.taps.tap``: every encoder/mid/decoder block by its key
+        (``"enc.16x16_block0"``, ``"mid.8x8_res1"``, ``"dec.32x32_block1"``), then ``"last"``: the block whose
+        output is the lowest-resolution feature map after the mid block, (N, C_last, H/4, W/4), the tap of
+        feature distillation."""
+        points = block_points(self, ("enc", "mid", "dec"))
+        encoder_side = [m for name, m in points.items() if not name.startswith("dec.")]
+        points["last"] = encoder_side[-1] if encoder_side else self.conv_in
+        return points
 
     # --- diffusers-style persistence ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

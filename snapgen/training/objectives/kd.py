@@ -11,6 +11,7 @@ import torch
 
 from snapgen.distill import FeatureProjector, feature_distillation, output_distillation, timestep_aware_loss
 from snapgen.flow import interpolate, sample_timesteps, velocity_target
+from snapgen.models.taps import tap
 from snapgen.training.engine import Parts, StepOut
 from snapgen.training.objectives.distill import Distillation
 from snapgen.training.objectives.t2i import text_modules
@@ -48,5 +49,7 @@ class KnowledgeDistillation(Distillation):
                                       **{k: v_.detach() for k, v_ in terms.items()}, **parts}, t)
 
     def _student(self, modules, x_t, t, drawn, grid):
-        v, feat = modules["unet"](x_t, t, **self.condition(drawn), return_features=True)  # (N,C,H,W), (N,C_s,H/4,W/4)
-        return v, (modules["projector"](feat, grid) if "projector" in modules else None)
+        unet = modules["unet"]
+        with tap(unet.tap_points(), ("last",)) as feats:
+            v = unet(x_t, t, **self.condition(drawn))                   # (N, C, H, W)
+        return v, (modules["projector"](feats["last"], grid) if "projector" in modules else None)  # feats: (N, C_s, H/4, W/4)
