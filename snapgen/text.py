@@ -15,14 +15,14 @@ classifier-free guidance.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from snapgen.io import require_path
+from snapgen.io import require_path, sha256_json
+from snapgen.models.pretrained import PretrainedMixin
 
 MINILM = "minilm"
 
@@ -57,6 +57,11 @@ class TextStackConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TextStackConfig":
         return cls(tuple(EncoderSpec(**e) for e in d["encoders"]), d["context_dim"], d["pooled_dim"])
+
+    @property
+    def hash(self) -> str:
+        """Short content hash of the config (12 hex digits)."""
+        return sha256_json(self.to_dict())[:12]
 
     @classmethod
     def snapgen(cls, clip_l: str, clip_g: str, gemma: str, gemma_tokens: int = 256,
@@ -109,8 +114,17 @@ class _Encoder(nn.Module):
         return tokens, (pooled if self.spec.name == MINILM else None)
 
 
-class TextEncoderStack(nn.Module):
-    """Frozen encoders + the (trainable) merge projections. ``forward(prompts) -> (context, pooled)``."""
+class TextEncoderStack(PretrainedMixin, nn.Module):
+    """Frozen encoders + the (trainable) merge projections. ``forward(prompts) -> (context, pooled)``.
+
+    ``save_pretrained(dir)`` writes ``config.json`` (the TextStackConfig) and, when the stack has trainable
+    projections, ``model.safetensors``; the frozen encoders are read from their own paths. Folders of the
+    older layout (``text_config.json`` + ``text_proj.safetensors``) still load."""
+
+    config_class = TextStackConfig
+    legacy_names = (("text_config.json", "text_proj.safetensors"),)
+    what = "text stack"
+    how = "Pass a folder written by TextEncoderStack.save_pretrained."
 
     def __init__(self, config: TextStackConfig = TextStackConfig()):
         super().__init__()
@@ -170,27 +184,9 @@ class TextEncoderStack(nn.Module):
         """The unconditional embedding (every encoder dropped) for classifier-free guidance."""
         return self([""] * n, drop={e.name: torch.ones(n, dtype=torch.bool) for e in self.config.encoders})
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        from snapgen.io import atomic_write_json
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(d / "text_config.json", self.config.to_dict())
-        if len(self.proj):
-            save_file({k: v.contiguous() for k, v in self.proj.state_dict().items()}, str(d / "text_proj.safetensors"))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "TextEncoderStack":
-        from safetensors.torch import load_file
-
-        d = require_path(directory, "text stack", "Pass a folder written by TextEncoderStack.save_pretrained.",
-                         ("text_config.json",))
-        stack = cls(TextStackConfig.from_dict(json.loads((d / "text_config.json").read_text())))
-        if len(stack.proj):
-            stack.proj.load_state_dict(load_file(str(require_path(d / "text_proj.safetensors", "text projection", ""))))
-        return stack
+    # --- persistence (snapgen.models.pretrained): only the trainable merge projections are saved --------
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        return self.proj.state_dict()
 
 
 class CachedText:

@@ -20,25 +20,18 @@ Layout (latent h x w, output 8h x 8w)::
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snapgen.io import MissingWeightsError, atomic_write_bytes, atomic_write_json, require_path, sha256_json
+from snapgen.io import MissingWeightsError, sha256_json
+from snapgen.models.pretrained import CorruptCheckpointError, PretrainedMixin
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 SD3_SCALING_FACTOR = 1.5305  # diffusers SD3 VAE config `scaling_factor`
 SD3_SHIFT_FACTOR = 0.0609    # diffusers SD3 VAE config `shift_factor`
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint folder exists but its config or weights cannot be read or do not match."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +65,11 @@ class TinyDecoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """Short content hash of the config (12 hex digits)."""
+        return sha256_json(self.to_dict())[:12]
 
     @classmethod
     def from_dict(cls, d: dict) -> "TinyDecoderConfig":
@@ -133,8 +131,14 @@ class Upsample(nn.Module):
         return self.pw(self.dw(x))
 
 
-class TinyDecoder(nn.Module):
-    """Attention-free separable-conv decoder; ``forward(z_vae) -> image`` in ~[-1, 1] (not clamped)."""
+class TinyDecoder(PretrainedMixin, nn.Module):
+    """Attention-free separable-conv decoder; ``forward(z_vae) -> image`` in ~[-1, 1] (not clamped).
+
+    Persistence (``snapgen.models.pretrained``): ``<dir>/config.json`` + ``<dir>/model.safetensors``."""
+
+    config_class = TinyDecoderConfig
+    what = "tiny decoder checkpoint"
+    how = "Create it with TinyDecoder.save_pretrained(dir) or `python -m snapgen.train_decoder`."
 
     def __init__(self, cfg: TinyDecoderConfig = TinyDecoderConfig()):
         super().__init__()
@@ -165,47 +169,17 @@ class TinyDecoder(nn.Module):
             x = stage(x)                                     # (N, Ci, 2^i h, 2^i w)
         return self.conv_out(self.act_out(self.norm_out(x)))
 
+    @property
+    def config(self) -> TinyDecoderConfig:
+        """The config under the name every snapgen model uses (``cfg`` is the older name)."""
+        return self.cfg
+
     def unscale_latent(self, z_model: torch.Tensor) -> torch.Tensor:
         """Diffusion-space latent -> the VAE latent this decoder consumes."""
         return z_model / self.cfg.scaling_factor + self.cfg.shift_factor
 
     def scale_latent(self, z_vae: torch.Tensor) -> torch.Tensor:
         return (z_vae - self.cfg.shift_factor) * self.cfg.scaling_factor
-
-    # -- diffusers-style persistence: <dir>/config.json + <dir>/model.safetensors ------------------
-    def save_pretrained(self, save_dir: str | Path) -> Path:
-        from safetensors.torch import save as st_save
-
-        save_dir = Path(save_dir)
-        cfg = self.cfg.to_dict()
-        atomic_write_json(save_dir / CONFIG_NAME, {"_class_name": "TinyDecoder", **cfg, "config_hash": sha256_json(cfg)[:12]})
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(save_dir / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
-        return save_dir
-
-    @classmethod
-    def from_pretrained(cls, load_dir: str | Path, map_location: str | torch.device = "cpu") -> "TinyDecoder":
-        how = "Create it with TinyDecoder.save_pretrained(dir) or `python -m snapgen.train_decoder`."
-        root = require_path(load_dir, "tiny decoder checkpoint", how, must_contain=(CONFIG_NAME, WEIGHTS_NAME))
-        try:
-            cfg = TinyDecoderConfig.from_dict(json.loads((root / CONFIG_NAME).read_text()))
-        except (ValueError, TypeError) as e:
-            raise CorruptCheckpointError(f"tiny decoder config '{root / CONFIG_NAME}' is unreadable: {e}") from e
-        try:
-            from safetensors.torch import load_file
-            state = load_file(str(root / WEIGHTS_NAME), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types for truncated/garbled files
-            raise CorruptCheckpointError(f"tiny decoder weights '{root / WEIGHTS_NAME}' are unreadable "
-                                         f"(truncated or not safetensors): {e}") from e
-        model = cls(cfg)
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        bad = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-        if missing or unexpected or bad:
-            raise CorruptCheckpointError(f"weights in '{root / WEIGHTS_NAME}' do not match config.json: "
-                                         f"missing={missing[:5]} unexpected={unexpected[:5]} shape_mismatch={bad[:5]}")
-        model.load_state_dict(state, strict=True)
-        return model.to(map_location)
 
 
 # ---- VAE decoder baselines, built from the diffusers configs without weights -------------------------

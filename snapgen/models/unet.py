@@ -7,20 +7,15 @@ FLOP tables read naturally. The model predicts the rectified-flow velocity ``v =
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from snapgen.config import StageSpec, UNetConfig
-from snapgen.models.taps import block_points
 from snapgen.models.layers import (Downsample, ResBlock, SkipMerge, TransformerBlock, Upsample, group_norm,
                                    timestep_embedding)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+from snapgen.models.pretrained import PretrainedMixin
+from snapgen.models.taps import block_points
 
 
 class Unit(nn.Module):
@@ -37,7 +32,16 @@ class Unit(nn.Module):
         return x if self.attn is None else self.attn(x, emb, context)
 
 
-class SnapGenUNet(nn.Module):
+class SnapGenUNet(PretrainedMixin, nn.Module):
+    """Persistence (``snapgen.models.pretrained``): ``<dir>/config.json`` + ``<dir>/diffusion_pytorch_model.safetensors``
+    (diffusers' file name; no safetensors metadata, so files written before the mixin are reproduced byte for byte)."""
+
+    config_class = UNetConfig
+    weights_name = "diffusion_pytorch_model.safetensors"
+    weights_metadata = None
+    what = "SnapGen U-Net checkpoint"
+    how = "Pass a directory written by SnapGenUNet.save_pretrained (config.json + safetensors)."
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = c = config
@@ -193,42 +197,3 @@ class SnapGenUNet(nn.Module):
         encoder_side = [m for name, m in points.items() if not name.startswith("dec.")]
         points["last"] = encoder_side[-1] if encoder_side else self.conv_in
         return points
-
-    # --- diffusers-style persistence ---------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        from snapgen.io import atomic_write_bytes, atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        cfg = {"_class_name": type(self).__name__, **self.config.to_dict(), "config_hash": self.config.hash}
-        tmp = directory / (WEIGHTS_NAME + ".partial")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
-        atomic_write_bytes(directory / WEIGHTS_NAME, tmp.read_bytes())
-        tmp.unlink()
-        atomic_write_json(directory / CONFIG_NAME, cfg)
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, expected: UNetConfig | None = None) -> "SnapGenUNet":
-        from safetensors.torch import load_file
-
-        from snapgen.io import require_path
-
-        how = "Pass a directory written by SnapGenUNet.save_pretrained (config.json + safetensors)."
-        directory = require_path(directory, "SnapGen U-Net checkpoint", how, (CONFIG_NAME, WEIGHTS_NAME))
-        config = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        if expected is not None and expected != config:
-            diff = {k: (v, getattr(config, k)) for k, v in expected.to_dict().items() if config.to_dict()[k] != v}
-            raise ValueError(f"checkpoint {directory} is another variant: differs in {diff} (expected, found)")
-        model = cls(config)
-        try:
-            state = load_file(str(directory / WEIGHTS_NAME))
-        except Exception as e:  # safetensors raises various errors on truncated files
-            raise ValueError(f"corrupted weights file {directory / WEIGHTS_NAME}: {e}") from e
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        return model

@@ -1,0 +1,113 @@
+"""One save/load convention (snapgen.models.pretrained.PretrainedMixin) for every snapgen model: round trips,
+older layouts, errors; checkpoints written before the mixin load and re-save byte for byte."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from snapgen.io import MissingWeightsError, sha256_json
+from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
+from snapgen.models.pretrained import CorruptCheckpointError, PretrainedMixin
+from snapgen.models.unet import SnapGenUNet
+from snapgen.text import TextEncoderStack
+
+SHIPPED = Path(__file__).resolve().parents[1] / "snapgen/weights/world-tiny/pipeline"
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    width: int = 4                  # features of the toy's one linear layer
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ToyConfig":
+        return cls(d["width"])
+
+    @property
+    def hash(self) -> str:
+        return sha256_json(self.to_dict())[:12]
+
+
+class Toy(PretrainedMixin, nn.Module):
+    config_class = ToyConfig
+    legacy_names = (("toy_config.json", "toy.safetensors"),)
+
+    def __init__(self, config: ToyConfig):
+        super().__init__()
+        self.config = config
+        self.lin = nn.Linear(config.width, config.width)
+
+
+def test_every_model_uses_the_one_convention():
+    for cls in (SnapGenUNet, TinyDecoder, TextEncoderStack):
+        assert issubclass(cls, PretrainedMixin) and cls.save_pretrained is PretrainedMixin.save_pretrained
+        assert cls.from_pretrained.__func__ is PretrainedMixin.from_pretrained.__func__
+
+
+def test_round_trip_layout_and_errors(tmp_path):
+    torch.manual_seed(0)
+    toy = Toy(ToyConfig(3))
+    toy.save_pretrained(tmp_path / "toy")
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "model.safetensors"]
+    cfg = json.loads((tmp_path / "toy" / "config.json").read_text())
+    assert cfg == {"_class_name": "Toy", "width": 3, "config_hash": ToyConfig(3).hash}
+    again = Toy.from_pretrained(tmp_path / "toy")
+    assert torch.equal(again.lin.weight, toy.lin.weight) and again.config == toy.config
+    with pytest.raises(ValueError, match="another variant"):
+        Toy.from_pretrained(tmp_path / "toy", expected=ToyConfig(4))
+    with pytest.raises(MissingWeightsError, match="does not exist"):
+        Toy.from_pretrained(tmp_path / "nope")
+    w = tmp_path / "toy" / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match="corrupted"):
+        Toy.from_pretrained(tmp_path / "toy")
+    w.write_bytes(data)
+    (tmp_path / "toy" / "config.json").write_text(json.dumps({**cfg, "width": 5}))
+    with pytest.raises(CorruptCheckpointError, match="do not match"):
+        Toy.from_pretrained(tmp_path / "toy")
+    (tmp_path / "toy" / "config.json").write_text("{}")
+    with pytest.raises(CorruptCheckpointError, match="unreadable"):
+        Toy.from_pretrained(tmp_path / "toy")
+
+
+def test_older_layout_still_loads(tmp_path):
+    toy = Toy(ToyConfig(2))
+    toy.save_pretrained(tmp_path / "new")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "toy_config.json").write_text(json.dumps(toy.config.to_dict()))     # no _class_name / hash then
+    shutil.copy(tmp_path / "new" / "model.safetensors", old / "toy.safetensors")
+    assert torch.equal(Toy.from_pretrained(old).lin.bias, toy.lin.bias)
+
+
+def test_shipped_unet_loads_and_resaves_byte_for_byte(tmp_path):
+    unet = SnapGenUNet.from_pretrained(SHIPPED / "unet")
+    unet.save_pretrained(tmp_path / "unet")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (tmp_path / "unet" / name).read_bytes() == (SHIPPED / "unet" / name).read_bytes(), name
+
+
+def test_text_stack_of_the_older_layout_loads_and_saves_the_new_one(tmp_path):
+    assert (SHIPPED / "text" / "text_config.json").exists()                   # written before the mixin
+    stack = TextEncoderStack.from_pretrained(SHIPPED / "text")
+    stack.save_pretrained(tmp_path / "text")
+    assert sorted(p.name for p in (tmp_path / "text").iterdir()) == ["config.json"]   # MiniLM: nothing trainable
+    assert TextEncoderStack.from_pretrained(tmp_path / "text").config == stack.config
+
+
+def test_tiny_decoder_config_file_is_unchanged(tmp_path):
+    cfg = TinyDecoderConfig(stage_channels=(16, 8), blocks_per_stage=(1, 1))
+    TinyDecoder(cfg).save_pretrained(tmp_path / "dec")
+    saved = json.loads((tmp_path / "dec" / "config.json").read_text())
+    assert saved == {"_class_name": "TinyDecoder", **json.loads(json.dumps(cfg.to_dict())),
+                     "config_hash": sha256_json(cfg.to_dict())[:12]}
+    assert TinyDecoder.from_pretrained(tmp_path / "dec").config == cfg
