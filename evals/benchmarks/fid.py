@@ -29,6 +29,8 @@ NAME = "fid"
 HELP = "FID + KID (InceptionV3 2015-12-05, torch-fidelity network) against a folder, .npz stats or the world"
 WORLD_REF_SEED = 10_000_019      # held-out world scenes; training uses world_seed 0
 DEFAULT_WORLD_N = 1000           # PAPER-UNKNOWN: chose 1000 for the world (CPU minutes); COCO-30K uses 30_000
+PRC_METRICS = {"precision": "Kynkaanniemi et al. 2019, k=3", "recall": "Kynkaanniemi et al. 2019, k=3",
+               "density": "Naeem et al. 2020, k=5", "coverage": "Naeem et al. 2020, k=5"}   # evals.metrics.prc
 MANIFEST = "images.jsonl"        # one {"file", "prompt_index", "sample_index", "prompt"} per image
 
 
@@ -238,7 +240,9 @@ class FID(Benchmark):
 
     name, help, n_per_prompt = NAME, HELP, 1
     metrics = (Metric("fid*", False, "FID", "Frechet Inception distance (pool3, 2048-d); key fid_<tag>"),
-               Metric("kid*", False, "KID", "kernel Inception distance, mean over subsets; key kid_<tag>_mean"))
+               Metric("kid*", False, "KID", "kernel Inception distance, mean over subsets; key kid_<tag>_mean"),
+               *(Metric(f"{m}*", True, "fraction", f"{m} of generated vs reference features ({ref}); key {m}_<tag>")
+                 for m, ref in PRC_METRICS.items()))
 
     def add_arguments(self, p) -> None:
         add_arguments(p)
@@ -277,18 +281,25 @@ class FID(Benchmark):
 
     def scores_of(self, raw: dict, tag: str | None) -> dict:
         fid_key, kid_key = (f"fid_{tag}", f"kid_{tag}") if tag else ("fid", "kid")
-        return {fid_key: self.make_score(fid_key, raw[fid_key], None, raw["n_gen"]),
-                f"{kid_key}_mean": self.make_score(f"{kid_key}_mean", raw[f"{kid_key}_mean"], None, raw["n_gen"])}
+        out = {fid_key: self.make_score(fid_key, raw[fid_key], None, raw["n_gen"]),
+               f"{kid_key}_mean": self.make_score(f"{kid_key}_mean", raw[f"{kid_key}_mean"], None, raw["n_gen"])}
+        for m in PRC_METRICS:                                 # absent from records made before PRC was added
+            key = f"{m}_{tag}" if tag else m
+            if key in raw:
+                n = raw["n_ref"] if m in ("recall", "coverage") else raw["n_gen"]
+                out[key] = self.make_score(key, raw[key], None, n)
+        return out
 
 
 def _compute(args, folder: Path, ref: str) -> tuple[dict, dict]:
     from evals.metrics.fid import FIDConfig, compute_fid
+    from evals.metrics.prc import PRCConfig
 
     config = FIDConfig(trace_sqrt=args.trace_sqrt, spread_subsets=args.spread_subsets,
                        kid_subset_size=args.kid_subset_size)
     with limit_threads(args.threads) as threads:
         result = compute_fid(folder, ref, args.fid_batch_size, args.device, config=config, cache_dir=args.fid_cache,
-                             weights_path=args.fid_weights, progress=not args.no_progress)
+                             weights_path=args.fid_weights, progress=not args.no_progress, prc=PRCConfig())
     return result, threads
 
 
@@ -299,6 +310,10 @@ def fid_scores(result: dict, tag: str | None) -> tuple[dict, dict]:
     scores = {fid_key: result["fid"], f"{kid_key}_mean": result["kid_mean"], f"{kid_key}_std": result["kid_std"],
               f"{fid_key}_spread": result["fid_spread"], "n_gen": result["n_gen"], "n_ref": result["n_ref"],
               "kid_subset_size": result["kid_subset_size"]}
+    prc = result.get("prc") or {}
+    for m in PRC_METRICS:
+        if m in prc:
+            scores[f"{m}_{tag}" if tag else m] = prc[m]
     return scores, {fid_key: False, f"{kid_key}_mean": False}
 
 
@@ -320,6 +335,9 @@ def _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, re
                           "resize_filter": result["resize_filter"], "preprocessing": result["preprocessing"],
                           "config": result["config"], "reference_key": result["reference"]["key"]},
             "scoring_mode": None,
+            # not in evals.compare.PROTOCOL_KEYS, so FID records made before PRC existed still compare
+            "prc": {"metrics": PRC_METRICS, "features": "the FID pool features of both sets",
+                    **{k: v for k, v in (result.get("prc") or {}).items() if k in ("config", "skipped")}},
             "runtime": {**result["runtime"], **threads, "fid_batch_size": args.fid_batch_size},
             "versions": result["versions"]}
 
@@ -330,8 +348,12 @@ def _summary_lines(scores: dict, tag: str | None) -> list[str]:
     spread = scores[f"{fid_key}_spread"]
     extra = (f"  [50% subsets: mean {spread['mean']:.3f}, 95% {spread['ci95'][0]:.3f}..{spread['ci95'][1]:.3f}]"
              if spread else "")
-    return [f"{fid_key} {scores[fid_key]:.4f}{extra}  {kid_key} {scores[kid_key + '_mean']:.5f} "
-            f"+- {scores[kid_key + '_std']:.5f}  ({scores['n_gen']} vs {scores['n_ref']} images)"]
+    lines = [f"{fid_key} {scores[fid_key]:.4f}{extra}  {kid_key} {scores[kid_key + '_mean']:.5f} "
+             f"+- {scores[kid_key + '_std']:.5f}  ({scores['n_gen']} vs {scores['n_ref']} images)"]
+    prc = {m: scores[f"{m}_{tag}" if tag else m] for m in PRC_METRICS if (f"{m}_{tag}" if tag else m) in scores}
+    if prc:
+        lines.append("  " + "  ".join(f"{m} {v:.3f}" for m, v in prc.items()))
+    return lines
 
 
 BENCHMARK = register(FID())

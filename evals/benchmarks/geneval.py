@@ -165,7 +165,7 @@ class GenEval(Benchmark):
                           **ev_info},
             "scoring_mode": "official", "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "stratified_by": "task"}})
         for r in rows:
-            r.pop("details", None)
+            r["details"] = compact_details(r.get("details"))      # kept boxes + colours: the report draws them
         details = {"tasks": summary["tasks"], "images": summary["images"], "missing_tasks": summary["missing_tasks"],
                    "incomplete": {"allowed": bool(args.allow_incomplete), "problems": len(problems),
                                   "examples": problems[:20]}}
@@ -193,6 +193,21 @@ class GenEval(Benchmark):
         out = {"geneval_overall": strata}
         out.update({f"geneval_{t}": {t: d} for t, d in strata.items()})
         return out
+
+
+def compact_details(details: dict | None) -> dict | None:
+    """A row's ``details`` (``evals.geneval.rules.evaluate_image``) as compact JSON: the kept detections (class ->
+    [{box, score, color}], boxes to 0.01 px, scores to 1e-4), the colours read, the matched clauses, the threshold
+    and the image size; masks never reach it."""
+    if details is None:
+        return None
+    kept = {cls: [{"box": [round(float(v), 2) for v in d["box"][:4]], "score": round(float(d["score"]), 4),
+                   **({"color": d["color"]} if d.get("color") is not None else {})} for d in dets]
+            for cls, dets in details.get("kept", {}).items()}
+    return {"kept": kept, "colors": {str(k): list(v) for k, v in details.get("colors", {}).items()},
+            "matched": [bool(m) for m in details.get("matched", [])],
+            "threshold": float(details["threshold"]) if "threshold" in details else None,
+            "image_size": [int(v) for v in details.get("image_size", [])]}
 
 
 def _summary_lines(scores: dict) -> list[str]:

@@ -26,6 +26,7 @@ from evals.metrics.frechet import (TraceSqrtMethod, covariance_factor, feature_s
                                    fid_subset_spread)
 from evals.metrics.inception import EXTRACTOR_NAME, SOURCE_SHA256, converted_weights, load_extractor
 from evals.metrics.kid import kid_from_features
+from evals.metrics.prc import PRCConfig, prc_from_features
 from evals.metrics.reference import library_versions, load_reference, precompute_reference
 
 # Re-exports. Every public name evals.metrics.fid held before the split stays importable from here (the
@@ -75,13 +76,15 @@ def _reference_from(ref_dir_or_stats: str | os.PathLike, digest: str, batch_size
 def compute_fid(gen_dir: str | os.PathLike, ref_dir_or_stats: str | os.PathLike, batch_size: int = 32,
                 device: str | torch.device = "cpu", *, config: FIDConfig = FIDConfig(),
                 cache_dir: str | os.PathLike | None = None, weights_path: str | os.PathLike | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, prc: PRCConfig | None = None) -> dict[str, Any]:
     """FID + KID of the images in ``gen_dir`` against a reference folder or a reference ``.npz``.
 
     Returns a JSON-able dict: ``fid``, ``kid_mean``, ``kid_std``, ``fid_spread`` (see
     :func:`fid_subset_spread`), ``n_gen``, ``n_ref``, ``extractor``, ``weights_sha256``,
     ``resize_filter``, ``preprocessing``, ``config``, ``reference`` (key + path), ``versions``,
-    ``seconds`` (per stage). ``batch_size`` and ``device`` change speed only.
+    ``seconds`` (per stage). ``batch_size`` and ``device`` change speed only. With ``prc`` (a
+    :class:`~evals.metrics.prc.PRCConfig`) it also returns ``prc``: precision / recall / density / coverage
+    from the same two feature sets (every other number is unchanged).
     """
     import time
 
@@ -109,7 +112,14 @@ def compute_fid(gen_dir: str | os.PathLike, ref_dir_or_stats: str | os.PathLike,
     kid_mean, kid_std = kid_from_features(f_gen, ref["features"], config.kid_subsets, config.kid_subset_size,
                                           config.kid_degree, config.kid_gamma, config.kid_coef0, config.kid_seed)
     seconds["kid"] = time.perf_counter() - t0
-    return {"fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "fid_spread": spread,
+    extra = {}
+    if prc is not None:
+        t0 = time.perf_counter()
+        k, n = max(prc.k_precision_recall, prc.k_density_coverage), min(len(f_gen), len(ref["features"]))
+        extra["prc"] = prc_from_features(f_gen, ref["features"], prc) if n > k else \
+            {"skipped": f"precision/recall/density/coverage need more than k={k} images per set, got {n}"}
+        seconds["prc"] = time.perf_counter() - t0
+    return {**extra, "fid": fid, "kid_mean": kid_mean, "kid_std": kid_std, "fid_spread": spread,
             "higher_is_better": {"fid": False, "kid_mean": False},
             "n_gen": len(files), "n_ref": int(ref["meta"]["n"]),
             "kid_subset_size": min(config.kid_subset_size, len(files), int(ref["meta"]["n"])),
