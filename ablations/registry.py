@@ -90,5 +90,5 @@ class Registry:
 
 
 def config_diff(a: UNetConfig, b: UNetConfig) -> dict[str, tuple[Any, Any]]:
-    da, db = a.to_dict(), b.to_dict()
+    da, db = a.to_dict(sparse=False), b.to_dict(sparse=False)   # every field, also those at their default
     return {k: (da[k], db[k]) for k in da if da[k] != db[k]}

@@ -147,19 +147,20 @@ class UNetConfig:
         return {key: tuple(getattr(s, attr) for s in self.stages) for key, attr in STAGE_COLUMNS.items()}
 
     # --- serialisation ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, sparse: bool = True) -> dict[str, Any]:
         """JSON form. Stages are written column-wise (``channels``, ``res_blocks``, ``depth``, ``attention``),
         ``attn_block`` only when some stage is "replace", and fields marked sparse only when not at their
-        default: a config that the first format could express keeps its JSON, and so its hash."""
+        default: a config that the first format could express keeps its JSON, and so its hash.
+        ``sparse=False`` writes every column and field (for diffs)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "stages":
                 cols = self.columns()
-                if set(cols["attn_block"]) == {"add"}:
+                if sparse and set(cols["attn_block"]) == {"add"}:
                     del cols["attn_block"]
                 out.update({k: list(v) for k, v in cols.items()})
-            elif not (f.metadata.get("sparse") and value == f.default):
+            elif not (sparse and f.metadata.get("sparse") and value == f.default):
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 

@@ -110,6 +110,14 @@ def test_replace_reading_builds_transformer_only_units_at_the_first_stage():
     assert isinstance(model.enc[f"{r1}x{r1}_block0"].res, ResBlock)              # other stages keep "add"
 
 
+def test_diff_of_the_two_readings_names_attn_block():
+    from ablations.registry import config_diff
+
+    add, rep = (REGISTRY.get(f"t2i-s6-first-stage-ca{s}").config for s in ("", "-replace"))
+    assert config_diff(add, rep) == {"attn_block": (["add", "add", "add"], ["replace", "add", "add"])}
+    assert {"attn_block", "pooled_route", "sep_expansion_at"} <= set(add.to_dict(sparse=False))
+
+
 def test_ablations_ls_shows_both_readings(capsys):
     from ablations.__main__ import main
 

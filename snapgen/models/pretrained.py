@@ -90,7 +90,7 @@ class PretrainedMixin:
         config = cls.read_config(directory)
         d = Path(directory).expanduser()
         if expected is not None and expected != config:
-            ex, got = expected.to_dict(), config.to_dict()
+            ex, got = expected.to_dict(), config.to_dict()                 # None: not written (at its default)
             diff = {k: (ex.get(k), got.get(k)) for k in sorted(set(ex) | set(got)) if ex.get(k) != got.get(k)}
             raise ValueError(f"checkpoint {d} is another variant: differs in {diff} (expected, found)")
         model = cls(config)
