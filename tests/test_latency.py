@@ -316,13 +316,32 @@ def _flat_numbers(obj, prefix=""):
     return {prefix: obj} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
 
 
-def _committed(folder: str, kind: str) -> list[Path]:
+SCHEMA1_COMMIT = "d7a3ff9"          # results/ before the migration to the envelope
+
+
+def _committed(folder: str, kind: str, tmp: Path | None = None) -> list[Path]:
+    """The schema-1 records of ``kind``: in the working tree, or (once migrated) as committed at SCHEMA1_COMMIT."""
+    import subprocess
+    import tempfile
+
     paths = sorted((REPO / "results" / folder).rglob("*.json"))
     old = [p for p in paths if json.loads(p.read_text()).get("schema_version") == 1
            and json.loads(p.read_text()).get("kind") == kind]
-    if not old:
-        pytest.skip(f"no schema-1 {kind} records left under results/{folder}")
-    return old
+    if old:
+        return old
+    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", SCHEMA1_COMMIT, f"results/{folder}"], cwd=REPO,
+                           capture_output=True, text=True)
+    if names.returncode != 0:
+        pytest.skip("git history not available")
+    dest = Path(tempfile.mkdtemp(prefix="schema1_"))
+    for name in names.stdout.split():
+        blob = subprocess.run(["git", "show", f"{SCHEMA1_COMMIT}:{name}"], cwd=REPO, capture_output=True).stdout
+        if json.loads(blob).get("kind") == kind:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(blob)
+            old.append(dest / name)
+    assert old, f"no schema-1 {kind} records at {SCHEMA1_COMMIT}"
+    return sorted(old)
 
 
 def test_migrate_v1_latency_keeps_every_number(tmp_path):
