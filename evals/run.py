@@ -24,6 +24,7 @@ from snapgen.io import MissingWeightsError
 COMMANDS = {
     "fid-ref": "evals.benchmarks.fid_ref",
     "latency": "evals.latency",
+    "report": "evals.report",
 }
 
 
