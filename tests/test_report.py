@@ -121,6 +121,8 @@ def test_compare_view_lists_flipped_samples_and_paired_differences(records, tmp_
     assert html.count("class='pair'") == 2 and html.count("class='flip ") == 4
     assert re.search(r"geneval_overall</td>.*?units\)", html)               # paired B - A with its CI
     assert html.count("class='card ") == 8                                    # flips are not counted as cards
+    ids = re.findall(r"id='([^']+)'", html)
+    assert len(ids) == len(set(ids))                                         # flip copies do not reuse ids
 
 
 def test_cli_writes_the_report(records, tmp_path, capsys):

@@ -155,5 +155,4 @@ def section(e: Entry, store: ImageStore) -> dict:
     cards = CARDS[bench](e, store) if bench in CARDS and e.rows is not None else []
     return {"slug": e.slug, "path": e.path, "name": e.rec["name"], "kind": e.rec["kind"], "benchmark": bench,
             "scores": e.rec["scores"], "protocol": e.rec["protocol"], "environment": e.rec["environment"],
-            "created": e.rec["created"], "details": {k: v for k, v in e.rec["details"].items() if k == "tasks"},
-            "cards": cards, "fid": fid_grids(e, store) if bench == "fid" else None}
+            "created": e.rec["created"], "cards": cards, "fid": fid_grids(e, store) if bench == "fid" else None}

@@ -14,20 +14,25 @@ STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#222}
 header,section{padding:12px 20px}header{background:#263238;color:#fff}header a{color:#9cf}
 h2{margin:18px 0 6px;border-bottom:2px solid #ccc}h3{margin:12px 0 4px}
-table{border-collapse:collapse;background:#fff;margin:4px 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}.pos{color:#2e7d32}.neg{color:#c62828}
+table{border-collapse:collapse;background:#fff;margin:4px 0}
+td,th{border:1px solid #ddd;padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+.pos{color:#2e7d32}.neg{color:#c62828}
 pre{background:#fff;border:1px solid #ddd;padding:6px;max-height:320px;overflow:auto;font-size:12px}
 #filters{position:sticky;top:0;background:#eceff1;padding:8px 20px;border-bottom:1px solid #ccc;z-index:2}
 #filters label{margin-right:14px}.cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{background:#fff;border:1px solid #ccc;border-radius:6px;width:230px;padding:6px;font-size:12px}
-.card.correct{border-top:5px solid #43a047}.card.incorrect{border-top:5px solid #e53935}.card.failed{border-top:5px solid #999}
-.dpg.card{width:330px}.imgwrap{position:relative;width:100%}.imgwrap img{width:100%;display:block;image-rendering:pixelated}
-.imgwrap svg{position:absolute;left:0;top:0;width:100%;height:100%}.noimg{background:#eee;padding:30px;text-align:center}
-.verdict{font-weight:bold;margin-top:4px}.prompt{font-style:italic}.meta{color:#666}.reason{white-space:pre-wrap;color:#c62828}
-.dets{margin:2px 0;padding-left:16px}.sw{display:inline-block;width:10px;height:10px;border:1px solid #555;margin-right:3px}
+.card.correct{border-top:5px solid #43a047}.card.incorrect{border-top:5px solid #e53935}
+.card.failed{border-top:5px solid #999}.dpg.card{width:330px}.imgwrap{position:relative;width:100%}
+.imgwrap img{width:100%;display:block;image-rendering:pixelated}
+.imgwrap svg{position:absolute;left:0;top:0;width:100%;height:100%}
+.noimg{background:#eee;padding:30px;text-align:center}.verdict{font-weight:bold;margin-top:4px}
+.prompt{font-style:italic}.meta{color:#666}.reason{white-space:pre-wrap;color:#c62828}
+.dets{margin:2px 0;padding-left:16px}
+.sw{display:inline-block;width:10px;height:10px;border:1px solid #555;margin-right:3px}
 .q td{font-size:11px;padding:1px 4px}.q .no{background:#ffebee}.q .zeroed{background:#fff3e0}
 .pair{display:flex;gap:6px;background:#fff;border:1px solid #ccc;border-radius:6px;padding:6px;width:480px}
-.pair .card{border:none;width:230px}.figs{display:flex;gap:20px}.figs img{width:256px;image-rendering:pixelated}
+.flip{width:230px;font-size:12px}.figs{display:flex;gap:20px}
+.figs img{width:256px;image-rendering:pixelated}
 """
 
 SCRIPT = """
@@ -124,13 +129,14 @@ def card_html(card: dict, order: int, cls: str = "card") -> str:
            if card["image"] else "<div class='noimg'>image missing</div>")
     mark = {"correct": "✓ correct", "incorrect": "✗ incorrect", "failed": "failed"}[card["verdict"]]
     score = "" if card["score"] is None or card["sample"] is not None else f" · score {card['score']:.3f}"
-    where = (f"{escape(card['group'])} · prompt {card['index']} · sample {card['sample']}" if card["sample"] is not None
-             else f"{escape(card['group'])} · item {escape(str(card.get('item_id')))}")
+    where = (f"{escape(card['group'])} · prompt {card['index']} · sample {card['sample']}"
+             if card["sample"] is not None else f"{escape(card['group'])} · item {escape(str(card.get('item_id')))}")
     dets = "".join(f"<li><span class='sw' style='background:{CSS_COLORS.get(b.get('color'), '#ccc')}'></span>"
                    f"{escape(b['class'])} {b['score']:.2f} {escape(b.get('color') or '')}</li>" for b in card["boxes"])
     thr = f" (kept: score &gt; {card['threshold']:g})" if card.get("threshold") is not None else ""
     dpg = " dpg" if card.get("questions") is not None else ""
-    return (f"<div class='{cls} {card['verdict']}{dpg}' id='{escape(card['id'])}' data-record='{escape(card['record'])}' "
+    ident = card["id"] if cls == "card" else f"{cls}-{card['id']}"          # flip copies get ids of their own
+    return (f"<div class='{cls} {card['verdict']}{dpg}' id='{escape(ident)}' data-record='{escape(card['record'])}' "
             f"data-group='{escape(card['group'])}' data-verdict='{card['verdict']}' data-order='{order}' "
             f"data-score='{card['score'] if card['score'] is not None else -1}'>{img}"
             f"<div class='verdict'>{mark}{score}</div><div class='prompt'>{escape(card['prompt'])}</div>"
