@@ -45,6 +45,15 @@ def _slugs(recs: list[dict]) -> list[str]:
     return out
 
 
+def load_record(path: str | Path) -> dict:
+    """A record in the current envelope; a schema-1 record is converted in memory (``evals.migrate_records``,
+    numbers unchanged), so a report never needs the results folder rewritten first."""
+    from evals.migrate_records import convert
+    from snapgen.records import read_record
+
+    return convert(Path(path)) or read_record(path)
+
+
 def build_report(paths: list[str | Path], out: str | Path, title: str | None = None, thumb: int = 256) -> Path:
     """Write the report of ``paths`` into ``out``; returns the path of ``index.html``."""
     from evals.records import read_rows
@@ -52,10 +61,9 @@ def build_report(paths: list[str | Path], out: str | Path, title: str | None = N
     from evals.report.flips import comparisons
     from evals.report.page import render
     from snapgen.io import atomic_write_text
-    from snapgen.records import read_record
 
     paths = [str(p) for p in paths]
-    recs = [read_record(p) for p in paths]
+    recs = [load_record(p) for p in paths]
     out = Path(out)
     if (out / "index.html").is_file() and (out / "images").is_dir():
         shutil.rmtree(out / "images")                               # stale images of an earlier report

@@ -77,7 +77,7 @@ def geneval_cards(e: Entry, store: ImageStore) -> list[dict]:
                       "sample": si, "verdict": "correct" if r["correct"] else "incorrect",
                       "score": float(r["correct"]), "prompt": r["prompt"], "reason": r.get("reason") or "",
                       "image": store.add(src, f"{e.slug}/{pi:05d}_{si:02d}"), "image_size": d.get("image_size"),
-                      "boxes": boxes, "threshold": d.get("threshold"), "questions": None, "tile_scores": None})
+                      "boxes": boxes, "detections_recorded": "kept" in d, "threshold": d.get("threshold"), "questions": None, "tile_scores": None})
     return cards
 
 

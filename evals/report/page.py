@@ -124,6 +124,14 @@ def _questions(card: dict) -> str:
     return f"<table class='q'><tr><th>question</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _detections(card: dict, thr: str, dets: str) -> str:
+    if card["sample"] is None:
+        return ""
+    if not card.get("detections_recorded"):
+        return "<div class='meta'>detections not recorded (a record written before rows kept them)</div>"
+    return f"<div class='meta'>detections{thr}:</div><ul class='dets'>{dets}</ul>"
+
+
 def card_html(card: dict, order: int, cls: str = "card") -> str:
     img = (f"<div class='imgwrap'><img src='{escape(card['image'])}' alt=''>{_boxes_svg(card)}{_tiles_svg(card)}</div>"
            if card["image"] else "<div class='noimg'>image missing</div>")
@@ -141,8 +149,7 @@ def card_html(card: dict, order: int, cls: str = "card") -> str:
             f"data-score='{card['score'] if card['score'] is not None else -1}'>{img}"
             f"<div class='verdict'>{mark}{score}</div><div class='prompt'>{escape(card['prompt'])}</div>"
             f"<div class='meta'>{where}</div>"
-            + (f"<div class='meta'>detections{thr}:</div><ul class='dets'>{dets}</ul>" if card["sample"] is not None
-               else "")
+            + _detections(card, thr, dets)
             + (f"<div class='reason'>{escape(card['reason'])}</div>" if card["reason"] else "")
             + f"{_questions(card)}</div>")
 

@@ -95,12 +95,12 @@ def check(index: str | Path, png: str | Path, expected_cards: int, window: str =
 def expected_cards(records: list[str | Path]) -> int:
     """One card per per-sample row of every GenEval / DPG-Bench record (evals.report.collect.CARDS)."""
     from evals.records import read_rows
+    from evals.report import load_record
     from evals.report.collect import CARDS
-    from snapgen.records import read_record
 
     n = 0
     for p in records:
-        rec = read_record(p)
+        rec = load_record(p)
         if rec["kind"] == "evaluation" and rec["protocol"].get("benchmark") in CARDS:
             n += len(read_rows(rec, p))
     return n
