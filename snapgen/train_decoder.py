@@ -12,11 +12,10 @@ Examples::
     python -m snapgen.train_decoder --encoder-dir /models/sd3/vae --image-dir /data/photos \\
         --out runs/tiny_decoder --steps 100000 --batch-size 32 \\
         --vgg16-weights /models/vgg16-397923af.pth --lpips-weights /models/lpips_vgg_v0.1.pth
-    python -m snapgen.train_decoder --world --out runs/decoder_world   # CPU proof (stand-in VAE; see below)
     accelerate launch -m snapgen.train_decoder --encoder-dir ... --image-dir ...   # multi-GPU
 
-``--world`` runs the CPU-scale proof experiment, which lives in
-``snapgen.experiments.decoder_world_proof`` (also ``python -m snapgen.experiments.decoder_world_proof``).
+The CPU-scale proof with a stand-in VAE on the synthetic world is an experiment, not a training mode:
+``python -m snapgen.experiments.decoder_world_proof --out runs/decoder_world`` (``--world`` here says so).
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
+from snapgen.cli import nonnegative_int
 from snapgen.models.decoder import TINY_DECODER_PRESETS
 from snapgen.training import config as C
 from snapgen.training.decoder_data import (IMAGE_SUFFIXES, FolderImages, TensorImages, encode, load_frozen_encoder,
@@ -63,14 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-dir", help="local diffusers AutoencoderKL folder (frozen encoder)")
     p.add_argument("--image-dir", help="folder of training images")
     p.add_argument("--world", action="store_true",
-                   help="CPU proof: train a stand-in VAE then the tiny decoder on the synthetic world, write a record "
-                        "(snapgen.experiments.decoder_world_proof)")
+                   help="moved: the CPU proof is `python -m snapgen.experiments.decoder_world_proof` (this flag only "
+                        "says so and exits 2)")
     p.add_argument("--preset", default="snapgen", choices=sorted(TINY_DECODER_PRESETS), help="decoder preset")
     p.add_argument("--vgg16-weights", help="local torchvision vgg16 state dict (LPIPS trunk)")
     p.add_argument("--lpips-weights", help="local LPIPS v0.1 linear layers (vgg.pth)")
     p.add_argument("--no-resume", action="store_true", help="start fresh even if --out has checkpoints")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave as is)")
-    p.add_argument("--results-dir", default="results/decoder", help="--world: where the JSON record goes")
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch.set_num_threads (0 = leave as is)")
     p.add_argument("--config", help="JSON or YAML file of TrainDecoderConfig fields")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config fields (typed; nested: decoder.norm_groups=4)")
@@ -104,14 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         if args.world:
-            from snapgen.experiments import decoder_world_proof as proof
-
-            return proof.main(["--out", args.out, "--results-dir", args.results_dir, "--threads", str(args.threads)]
-                              + (["--vgg16-weights", args.vgg16_weights] if args.vgg16_weights else [])
-                              + (["--lpips-weights", args.lpips_weights] if args.lpips_weights else []))
+            raise ValueError("--world: the CPU proof (stand-in VAE on the synthetic world) is its own experiment "
+                             "with its own settings: run `python -m snapgen.experiments.decoder_world_proof --help`")
         res = train(cfg, resume=not args.no_resume)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     print(json.dumps({k: res[k] for k in ("out", "step", "lpips", "lpips_reason", "last")}, indent=2))
     return 0

@@ -231,4 +231,6 @@ def test_cli_help_and_dry_run(capsys):
     assert e.value.code == 0 and "--world" in capsys.readouterr().out
     assert T.main(["--dry-run", "--steps", "7", "--preset", "cpu_proof"]) == 0
     cfg = json.loads(capsys.readouterr().out)
+    assert T.main(["--world", "--steps", "7"]) == 2                 # the proof is its own experiment CLI
+    assert "decoder_world_proof" in capsys.readouterr().err
     assert cfg["steps"] == 7 and cfg["decoder"]["stage_channels"] == [64, 48, 32, 16]
