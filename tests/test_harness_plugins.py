@@ -186,7 +186,8 @@ def test_fid_cli_reuses_reference_stats_and_records_protocol(fid_setup, fid_runs
     ev = first["protocol"]["evaluator"]
     assert ev["weights_sha256"] == fid.converted_weights(cache)[1] and ev["resize_filter"] == "tf1x_bilinear"
     assert first["protocol"]["reference"]["key"] == second["protocol"]["reference"]["key"] == ev["reference_key"]
-    assert {k: v["higher_is_better"] for k, v in first["scores"].items()} == {"fid": False, "kid_mean": False}
+    assert {k: v["higher_is_better"] for k, v in first["scores"].items()} == {
+        "fid": False, "kid_mean": False, "precision": True, "recall": True, "density": True, "coverage": True}
     assert first["protocol"]["runtime"]["torch_threads"] == 1
 
 
@@ -209,7 +210,8 @@ def test_fid_generates_world_images_against_world_reference(fid_setup, tmp_path)
     assert cli(*args, "--out", tmp_path / "w.json") == 0
     record, _ = load(tmp_path / "w.json")
     s, p = record["details"]["raw"], record["protocol"]
-    assert set(record["scores"]) == {"fid_world32", "kid_world32_mean"} and "kid_world32_std" in s
+    assert set(record["scores"]) == {"fid_world32", "kid_world32_mean", "precision_world32", "recall_world32",
+                                     "density_world32", "coverage_world32"} and "kid_world32_std" in s
     assert s["n_gen"] == s["n_ref"] == 8
     assert p["reference"]["world_seed"] == 10_000_019 and p["tag"] == "world32"
     gen_dir = Path(p["images_dir"])
