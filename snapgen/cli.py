@@ -68,11 +68,10 @@ def debug_requested(argv: list[str] | None = None) -> bool:
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input, not a bug: reported in one line."""
+    """Errors that are the user's input, not a bug: reported in one line with exit code 2."""
     from snapgen.io import MissingWeightsError
 
-    errors: list[type[BaseException]] = [MissingWeightsError, FileNotFoundError, NotADirectoryError,
-                                         IsADirectoryError, PermissionError, ValueError, KeyError]
+    errors: list[type[BaseException]] = [MissingWeightsError, OSError, ValueError, KeyError, ImportError]
     try:
         from snapgen.records import RecordError
 
@@ -82,8 +81,24 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def describe(e: BaseException) -> str:
+    """One line for an error: its message; a bare ``KeyError('tag')`` or ``OSError`` gets its type and file."""
+    if isinstance(e, KeyError) and e.args:
+        msg = str(e.args[0])
+        return msg if " " in msg else f"missing key {msg!r} (KeyError)"
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, ModuleNotFoundError):
+        return f"{e}; install it (see README.md, optional dependencies) or choose another option"
+    return str(e) or type(e).__name__
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Call ``main(argv)``; expected errors -> ``error: ...`` and exit 2 (traceback only with --debug)."""
+    """Call ``main(argv)``: the one error handler of every command line.
+
+    Expected errors (bad values, missing or corrupt files, malformed records, missing weights) -> one line
+    ``error: ...`` on stderr and exit code 2; anything else is a bug -> ``internal error`` and exit code 1;
+    Ctrl-C -> exit 130. ``--debug`` anywhere (or ``SNAPGEN_DEBUG=1``) re-raises, with the traceback."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
@@ -92,6 +107,16 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except expected_errors() as e:
         if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not the user's input: say so, still one line unless --debug
+        if debug:
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); rerun with --debug for the traceback and "
+              "report it", file=sys.stderr)
+        return 1

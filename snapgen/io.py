@@ -106,3 +106,71 @@ def require_path(path: str | os.PathLike | None, what: str, how: str, must_conta
         if not (p / name).exists():
             raise MissingWeightsError(f"{what}: '{p / name}' is missing (expected inside '{p}'). {how}")
     return p
+
+
+# ------------------------------------------------------------------------------------------------
+# Weights integrity: every weights file the project writes is listed with its sha256 in a manifest beside it,
+# and checked on load, so a flipped byte is an error naming the file (safetensors alone only checks the header).
+
+WEIGHTS_MANIFEST = "weights.sha256.json"
+WEIGHTS_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin")
+
+
+class CorruptWeightsError(ValueError):
+    """A weights file does not match the sha256 its manifest recorded when it was written."""
+
+
+def write_weights_manifest(folder: str | os.PathLike, patterns: tuple[str, ...] = WEIGHTS_PATTERNS) -> dict:
+    """List every weights file under ``folder`` (recursively) with its sha256 in ``folder/weights.sha256.json``.
+
+    Call it after the weights are written (``save_pretrained``, a checkpoint); returns the manifest."""
+    root = Path(folder)
+    files = sorted({p for pat in patterns for p in root.rglob(pat) if p.is_file()})
+    manifest = {"algorithm": "sha256", "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}}
+    atomic_write_json(root / WEIGHTS_MANIFEST, manifest)
+    return manifest
+
+
+def verify_weights_manifest(folder: str | os.PathLike, required: bool = False) -> dict | None:
+    """Check every file ``folder/weights.sha256.json`` lists; returns the manifest (None when absent and not
+    ``required``: folders written before manifests existed). A missing or changed file raises naming it."""
+    root = Path(folder)
+    mf = root / WEIGHTS_MANIFEST
+    if not mf.is_file():
+        if required:
+            raise CorruptWeightsError(f"'{mf}' is missing: '{root}' was not written completely by this project "
+                                      "(every weights folder carries one); rewrite or retrain it")
+        return None
+    try:
+        manifest = json.loads(mf.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptWeightsError(f"'{mf}' is not a valid weights manifest ({e}); rewrite or retrain '{root}'") from None
+    for rel, digest in files.items():
+        verify_file_sha256(root / rel, digest, mf)
+    return manifest
+
+
+def verify_file_sha256(path: str | os.PathLike, expected: str, manifest: str | os.PathLike = "its manifest") -> None:
+    """``path`` must exist and hash to ``expected``; else a clear error naming the file and the fix."""
+    p = Path(path)
+    if not p.is_file():
+        raise CorruptWeightsError(f"weights file '{p}' listed in '{manifest}' is missing; restore it or retrain")
+    actual = sha256_file(p)
+    if actual != expected:
+        raise CorruptWeightsError(f"weights file '{p}' is corrupted: its sha256 {actual[:12]}... does not match "
+                                  f"{expected[:12]}... recorded in '{manifest}' when it was written; restore it "
+                                  "from a copy or retrain")
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Fail before long work when ``path`` (a folder to be written) cannot be created or written."""
+    p = Path(path).expanduser()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{what} '{p}': '{probe}' is a file, not a folder; choose another {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} '{p}': '{probe}' is not writable; choose a writable {what}")
+    return p

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import typing
 from dataclasses import fields, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from snapgen.models.decoder import TINY_DECODER_PRESETS
 from snapgen.training import config as C
 from snapgen.training.decoder_data import (IMAGE_SUFFIXES, FolderImages, TensorImages, encode, load_frozen_encoder,
                                            render_world, sample_batch)
-from snapgen.training.engine import train_loop
+from snapgen.training.engine import close_distributed, train_loop
 from snapgen.training.objectives.decoder import (PatchDiscriminator, TinyDecoderObjective, TrainDecoderConfig,
                                                  hinge_d_loss, hinge_g_loss)
 
@@ -69,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vgg16-weights", help="local torchvision vgg16 state dict (LPIPS trunk)")
     p.add_argument("--lpips-weights", help="local LPIPS v0.1 linear layers (vgg.pth)")
     p.add_argument("--no-resume", action="store_true", help="start fresh even if --out has checkpoints")
-    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch.set_num_threads (0 = leave as is)")
+    p.add_argument("--threads", type=nonnegative_int, default=0,
+                   help="torch CPU threads (default 0 = torch's own choice; recorded in train_config.json and the "
+                        "log; on a busy machine 1 can be many times faster)")
     p.add_argument("--config", help="JSON or YAML file of TrainDecoderConfig fields")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config fields (typed; nested: decoder.norm_groups=4)")
@@ -97,25 +98,26 @@ def config_from_args(args) -> TrainDecoderConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.world:
+        raise ValueError("--world: the CPU proof (stand-in VAE on the synthetic world) is its own experiment "
+                         "with its own settings: run `python -m snapgen.experiments.decoder_world_proof --help`")
+    cfg = config_from_args(args)
+    if args.dry_run:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if cfg.image_dir is None:
+        raise ValueError("--image-dir: no training images given; pass a folder of images (and --encoder-dir)")
+    if cfg.encoder_dir is None:
+        raise ValueError("--encoder-dir: no frozen VAE encoder given; pass a local diffusers AutoencoderKL folder")
     try:
-        cfg = config_from_args(args)
-        if args.dry_run:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        if args.world:
-            raise ValueError("--world: the CPU proof (stand-in VAE on the synthetic world) is its own experiment "
-                             "with its own settings: run `python -m snapgen.experiments.decoder_world_proof --help`")
         res = train(cfg, resume=not args.no_resume)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
+    finally:
+        close_distributed()
     print(json.dumps({k: res[k] for k in ("out", "step", "lpips", "lpips_reason", "last")}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from snapgen.training.engine import close_distributed
+    from snapgen.cli import run_cli
 
-    close_distributed()
-    sys.exit(code)
+    raise SystemExit(run_cli(main))

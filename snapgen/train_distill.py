@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from snapgen.training import config as C
-from snapgen.training.engine import train_loop
+from snapgen.cli import positive_int
+from snapgen.training.engine import close_distributed, train_loop
 from snapgen.training.objectives.distill import STAGE_DEFAULTS, DistillConfig
 from snapgen.training.objectives.kd import KnowledgeDistillation
 from snapgen.training.objectives.ladd import LADD
@@ -38,6 +38,7 @@ def parse_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
 
 def train_distill(cfg: DistillConfig, progress: bool = True) -> Path:
     """Run (or resume) a distillation stage; returns the output directory (``pipeline/`` when finished)."""
+    cfg.validate()
     return train_loop(OBJECTIVES[cfg.stage](cfg), cfg.loop, cfg.to_dict(), progress).out
 
 
@@ -50,27 +51,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output directory (default runs/distill/<stage>)")
     p.add_argument("--config", help="JSON or YAML file of DistillConfig fields")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help=f"torch CPU threads (shortcut for --set threads=N; default {DistillConfig.threads}, recorded)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, then exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
         cfg = C.apply_overrides(DistillConfig(), [f"{k}={v}" for k, v in STAGE_DEFAULTS[a.stage].items()])
         cfg = C.load_config(cfg, a.config, a.set + [f"stage={a.stage}", f"teacher={a.teacher}"]
-                            + ([f"init={a.init}"] if a.init else []) + ([f"out={a.out}"] if a.out else []))
+                            + ([f"init={a.init}"] if a.init else []) + ([f"out={a.out}"] if a.out else [])
+                            + ([f"threads={a.threads}"] if a.threads else []))
+        if a.stage == "ladd" and not cfg.init:
+            raise ValueError("--init: --stage ladd starts from a trained student; give --init STUDENT_PIPE")
         if a.dry_run:
+            cfg.validate()
             print(json.dumps({"config": cfg.to_dict(), "kd": cfg.kd.to_dict(), "ladd": cfg.ladd.to_dict()}, indent=2))
             return 0
         out = train_distill(cfg, progress=not a.no_progress)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    finally:
+        close_distributed()
     print(f"done: {out / 'pipeline'}")
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from snapgen.training.engine import close_distributed
+    from snapgen.cli import run_cli
 
-    close_distributed()
-    raise SystemExit(code)
+    raise SystemExit(run_cli(main))

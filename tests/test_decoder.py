@@ -226,11 +226,13 @@ def test_lpips_term_used_when_weights_given(tmp_path, encoder_dir, lpips_files):
 
 
 def test_cli_help_and_dry_run(capsys):
+    from snapgen.cli import run_cli
+
     with pytest.raises(SystemExit) as e:
         T.main(["--help"])
     assert e.value.code == 0 and "--world" in capsys.readouterr().out
     assert T.main(["--dry-run", "--steps", "7", "--preset", "cpu_proof"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert T.main(["--world", "--steps", "7"]) == 2                 # the proof is its own experiment CLI
+    assert run_cli(T.main, ["--world", "--steps", "7"]) == 2                 # the proof is its own experiment CLI
     assert "decoder_world_proof" in capsys.readouterr().err
     assert cfg["steps"] == 7 and cfg["decoder"]["stage_channels"] == [64, 48, 32, 16]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from snapgen.io import sha256_json
+from snapgen.cli import nonnegative_int
+from snapgen.io import check_writable_dir, sha256_json
 from snapgen.models.decoder import TINY_DECODER_PRESETS, TinyDecoder
 from snapgen.recon_metrics import try_load_lpips
 from snapgen.train_decoder import TrainDecoderConfig, train
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/decoder_world", help="run folder (standin_vae/, tiny_decoder/)")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="where the record goes (default: results/decoder under snapgen.paths.results_root())")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = leave as is)")
+    p.add_argument("--threads", type=nonnegative_int, default=0,
+                   help="torch CPU threads (default 0 = torch's own choice; the count used is recorded)")
     p.add_argument("--vgg16-weights", help="local torchvision vgg16 state dict (LPIPS trunk)")
     p.add_argument("--lpips-weights", help="local LPIPS v0.1 linear layers (vgg.pth)")
     p.add_argument("--dry-run", action="store_true", help="print the proof and decoder configs, then exit")
@@ -224,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"proof_config": asdict(pc), "decoder_train_config": pc.decoder_train_config().to_dict()},
                          indent=2))
         return 0
+    check_writable_dir(args.out)
+    if args.results_dir is not None:
+        check_writable_dir(args.results_dir, "--results-dir")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = run_world_proof(Path(args.out), args.results_dir, pc, threads=torch.get_num_threads(),
@@ -234,4 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -4,7 +4,9 @@
         unet/ ema/ decoder/ ...      modules that have ``save_pretrained`` keep their own format (loadable alone)
         text_proj.safetensors ...    every other module's state dict (KD projector, LADD heads, discriminator)
         optimizer.pt                 {"optimizer", "scheduler", "critic_optimizer"} state dicts
-        state.json                   {"step", "objective", "config", "config_hash", "torch_threads", "processes"}
+        weights.sha256.json          sha256 of every weights file above (``snapgen.io``), checked on load
+        state.json                   {"step", "objective", "config", "config_hash", "torch_threads", "processes",
+                                      "weights_manifest"}
     OUT/checkpoints/latest           name of the newest complete checkpoint
 
 A checkpoint is written into ``step-XXXXXXX.partial``, renamed into place, and only then is ``latest``
@@ -22,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from snapgen.io import atomic_write_json, atomic_write_text, sha256_json
+from snapgen.io import (WEIGHTS_MANIFEST, atomic_write_json, atomic_write_text, sha256_json, verify_weights_manifest,
+                        write_weights_manifest)
 
 STATE = "state.json"
 OPTIMIZERS = "optimizer.pt"
@@ -49,7 +52,9 @@ def save_checkpoint(out: Path, step: int, modules: dict[str, nn.Module], states:
             save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()},
                       str(tmp / f"{name}.safetensors"))
     torch.save({k: s.state_dict() for k, s in states.items() if s is not None}, tmp / OPTIMIZERS)
-    atomic_write_json(tmp / STATE, {**meta, "step": step, "config_hash": sha256_json(meta.get("config", {}))[:12]})
+    write_weights_manifest(tmp)
+    atomic_write_json(tmp / STATE, {**meta, "step": step, "config_hash": sha256_json(meta.get("config", {}))[:12],
+                                    "weights_manifest": WEIGHTS_MANIFEST})
     shutil.rmtree(ck, ignore_errors=True)
     os.replace(tmp, ck)
     atomic_write_text(root / "latest", ck.name + "\n")
@@ -89,6 +94,26 @@ def check_resumable(ck: Path, config: dict, keys: tuple[str, ...], objective: st
     return state
 
 
+# settings that may differ when a finished run is pointed at again (they change no weights)
+HARMLESS_KEYS = ("out", "threads", "stop_at", "log_every", "cpu")
+
+
+def check_not_finished_elsewise(ck: Path, config: dict, total_steps: int) -> None:
+    """A run whose latest checkpoint reached its ``steps`` is finished: pointing a command with other settings
+    at it refuses (naming the differing keys) instead of rewriting its train_config.json over the old weights."""
+    state = read_state(ck)
+    saved = json.loads(json.dumps(state.get("config", {})))
+    if int(state.get("step", 0)) < int(saved.get("steps", total_steps)):
+        return
+    now = json.loads(json.dumps(config))
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if k not in HARMLESS_KEYS and saved.get(k) != now.get(k)}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:8])
+        raise ValueError(f"--out {ck.parent.parent}: a finished run with other settings is there ({shown}); "
+                         "choose another --out, or delete that folder to retrain")
+
+
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -101,6 +126,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint(ck: Path, modules: dict[str, nn.Module], states: dict[str, object]) -> dict:
     """Load weights into ``modules`` and state dicts into ``states`` (in place); returns state.json."""
     ck = Path(ck)
+    verify_weights_manifest(ck, required=bool(read_state(ck).get("weights_manifest")))
     for name, module in modules.items():
         if (ck / name).is_dir():
             files = sorted((ck / name).glob("*.safetensors"))

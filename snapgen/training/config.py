@@ -7,18 +7,56 @@ true/false, 1/0, yes/no, on/off, any case; anything else is an error), ``Literal
 ``X | None`` (``none``/``null`` give None), tuples (comma-separated) and nested config dataclasses
 (dotted keys). Unknown keys raise with the closest field names (difflib). Config files (JSON or YAML)
 go through the same typing: ``load_config(TrainConfig, "my.json", ["steps=10"])``.
+
+Ranges are checked in one place, :func:`check_ranges` (``RANGES`` below, by field name), which every
+training config calls from ``__post_init__``: ``steps=0``, ``keep_ckpts=0``, ``lr=nan`` or a
+``text_drop_prob`` of 2 is an error naming the field, never a silently different run. Every float field
+must be finite.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+# field name -> (lowest allowed, highest allowed, whether the lowest is excluded, why); None = unbounded
+RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
+    **{k: (1, None, False, "a count") for k in (
+        "steps", "batch_size", "grad_accum", "keep_ckpts", "log_every", "ckpt_every", "sample_steps", "resolution",
+        "world_length", "world_resolution", "crop_size", "ladd_head_hidden", "disc_channels", "disc_layers",
+        "threads", "stop_at", "proj_hidden")},
+    **{k: (0, None, False, "a step or seed") for k in ("warmup", "seed", "world_seed", "adv_start_step")},
+    **{k: (0, None, True, "a rate or scale") for k in ("lr", "disc_lr", "ladd_disc_lr", "logit_std", "shift",
+                                                       "ladd_disc_logit_std")},
+    **{k: (0, None, False, "a weight") for k in (
+        "lr_min", "weight_decay", "grad_clip", "mse_weight", "lpips_weight", "adv_weight", "kd_output_weight",
+        "kd_feature_weight", "kd_max_ratio", "ladd_adv_weight", "ladd_distill_weight", "sample_guidance")},
+    **{k: (0, 1, False, "a probability") for k in ("text_drop_prob", "kd_w_max", "kd_w_min")},
+    "ema_decay": (0, 1, False, "an EMA decay"),
+}
+
+
+def check_ranges(cfg) -> None:
+    """Every field of ``cfg`` named in ``RANGES`` lies in its range; every float is finite (else ValueError)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}={value}: must be a finite number")
+        lo, hi, open_lo, what = RANGES.get(f.name, (None, None, False, ""))
+        if lo is not None and (value <= lo if open_lo else value < lo):
+            raise ValueError(f"{f.name}={value}: must be {'>' if open_lo else '>='} {lo} ({what})")
+        if hi is not None and value > hi:
+            raise ValueError(f"{f.name}={value}: must be <= {hi} ({what})")
 
 
 def parse_bool(text: str, key: str = "value") -> bool:

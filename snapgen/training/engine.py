@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from snapgen.flow import loss_by_t_bins
-from snapgen.io import atomic_write_json
-from snapgen.training.checkpoint import check_resumable, latest_checkpoint, load_checkpoint, save_checkpoint, trim_log
+from snapgen.io import atomic_write_json, check_writable_dir
+from snapgen.training.checkpoint import (check_not_finished_elsewise, check_resumable, latest_checkpoint, load_checkpoint,
+                                        save_checkpoint, trim_log)
 from snapgen.training.ema import ema_decay_at, ema_update
 
 
@@ -56,6 +57,11 @@ class LoopConfig:
     stop_at: int | None = None              # stop (checkpointed, resumable) after this step
     threads: int | None = None              # torch CPU threads (None = torch default)
     cpu: bool = False                       # force CPU even when CUDA exists
+
+    def __post_init__(self):
+        from snapgen.training.config import check_ranges
+
+        check_ranges(self)
 
 
 @dataclass
@@ -177,6 +183,11 @@ class _Run:
 
 
 def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool) -> _Run:
+    check_writable_dir(loop.out)
+    ck = latest_checkpoint(Path(loop.out)) if resume else None
+    if ck is not None:                      # refuse before any model is built
+        check_not_finished_elsewise(ck, config, loop.steps)
+        check_resumable(ck, config, objective.resume_keys, objective.name)
     acc = make_accelerator(loop)
     torch.manual_seed(loop.seed)
     parts = objective.build()
@@ -185,9 +196,8 @@ def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, loop) / loop.lr)
     critic_params = [p for m in parts.critics.values() for p in m.parameters()]
     critic_opt = objective.critic_optimizer(critic_params) if critic_params else None
-    start, ck = 0, latest_checkpoint(Path(loop.out)) if resume else None
+    start = 0
     if ck is not None:
-        check_resumable(ck, config, objective.resume_keys, objective.name)
         state = load_checkpoint(ck, {**parts.trained, "ema": parts.ema, **parts.critics},
                                 {"optimizer": opt, "scheduler": sched, "critic_optimizer": critic_opt})
         start = int(state["step"])

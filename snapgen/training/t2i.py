@@ -15,7 +15,7 @@ import torch
 from snapgen.config import UNetConfig
 from snapgen.flow import FlowConfig
 from snapgen.io import sha256_json
-from snapgen.training.config import config_to_dict
+from snapgen.training.config import check_ranges, config_to_dict
 from snapgen.training.engine import LoopConfig
 
 
@@ -58,6 +58,21 @@ class TrainConfig:
     cpu: bool = False                       # force CPU even when CUDA exists
     channels_last: bool = False             # U-Net and its inputs in channels_last memory format (a speed lever)
 
+    def __post_init__(self):
+        check_ranges(self)                  # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)
+
+    def validate(self) -> "TrainConfig":
+        """Checks across fields, made once the config is complete: the resolution must divide into the U-Net's
+        levels (after the VAE's downsampling when training in a latent space). Returns ``self``."""
+        ucfg = unet_config(self)
+        vae = vae_factor(self.vae)
+        factor = vae * 2 ** (len(ucfg.stages) - 1)
+        if self.resolution % factor:
+            raise ValueError(f"resolution={self.resolution}: must be divisible by {factor} (the U-Net {self.unet!r} "
+                             f"halves the side {len(ucfg.stages) - 1} times" + (f" after the VAE's {vae}x" if vae > 1
+                                                                                 else "") + ")")
+        return self
+
     def to_dict(self) -> dict:
         return config_to_dict(self)
 
@@ -76,6 +91,16 @@ class TrainConfig:
 
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
 RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "grad_accum", "seed", "vae")
+
+
+def vae_factor(vae: str | None) -> int:
+    """Pixels per latent side of a local AutoencoderKL folder (1 without a VAE; 8 when its config is unreadable)."""
+    if vae is None:
+        return 1
+    try:
+        return 2 ** (len(json.loads((Path(vae) / "config.json").read_text())["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 8
 
 
 def unet_config(cfg: TrainConfig) -> UNetConfig:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
-from snapgen.training.config import config_to_dict
+from snapgen.training.config import check_ranges, config_to_dict
 from snapgen.training.decoder_data import (FolderImages, TensorImages, encode, load_frozen_encoder, render_world,
                                            sample_batch)
 from snapgen.training.engine import LoopConfig, Parts, StepOut
@@ -62,6 +62,9 @@ class TrainDecoderConfig:
     stop_at: int | None = None          # stop (checkpointed, resumable) after this step
     threads: int | None = None          # torch CPU threads (None = torch default); the effective count is logged
     cpu: bool = False                   # force CPU even when CUDA exists
+
+    def __post_init__(self):
+        check_ranges(self)              # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
