@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from snapgen.records import RecordError, read_record
+from snapgen.records import read_record
 
 # protocol fields that must match for two scores to be comparable (generator identity may differ)
 PROTOCOL_KEYS = ("benchmark", "sampler", "images_per_prompt", "prompt_set_sha256", "seed_scheme", "base_seed",
@@ -96,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if len(a.records) < 2:
         p.error("give at least two records (the first is the reference)")
-    try:
-        recs = [(path, read_record(path)) for path in a.records]
-    except (RecordError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recs = [(path, read_record(path)) for path in a.records]
     (pa, ra), code, out = recs[0], 0, []
     for pb, rb in recs[1:]:
         result = compare(ra, pa, rb, pb)

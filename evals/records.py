@@ -80,7 +80,11 @@ def _read_rows(rec: dict, path: Path, repo_root: Path) -> list[dict]:
     candidates = [Path(path).with_suffix(".samples.jsonl")] + ([Path(ref), repo_root / ref] if ref else [])
     for c in candidates:
         if c.is_file():
-            return [json.loads(x) for x in c.read_text().splitlines() if x.strip()]
+            from snapgen.records import check_samples
+
+            data = c.read_bytes()
+            check_samples(rec, c, data)
+            return [json.loads(x) for x in data.decode("utf-8").splitlines() if x.strip()]
     raise FileNotFoundError(f"{path}: its per-sample file is missing (looked for {[str(c) for c in candidates]})")
 
 

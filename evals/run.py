@@ -18,8 +18,6 @@ import importlib
 import json
 import sys
 
-from snapgen.io import MissingWeightsError
-
 # commands that are not evaluations of a generator (module with NAME, HELP, add_arguments, run)
 COMMANDS = {
     "fid-ref": "evals.benchmarks.fid_ref",
@@ -44,9 +42,8 @@ def cmd_ls(benches: dict, commands: dict) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     from evals.api import benchmarks, evaluate_args
-    from snapgen.records import RecordError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:
@@ -76,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.benchmark == "ls":
         return cmd_ls(benches, commands)
-    try:
-        if args.benchmark in commands:
-            return commands[args.benchmark].run(args)
-        evaluate_args(benches[args.benchmark], args)
-        return 0
-    except (MissingWeightsError, FileNotFoundError, ValueError, KeyError, ImportError, RecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.benchmark in commands:
+        return commands[args.benchmark].run(args)
+    evaluate_args(benches[args.benchmark], args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evals.run``: every subcommand (``compare`` included) runs inside the one error handler."""
+    from snapgen.cli import run_cli
+
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":
-    from snapgen.cli import run_cli
-
-    raise SystemExit(run_cli(main))
+    raise SystemExit(main())

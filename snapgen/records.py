@@ -131,19 +131,36 @@ def validate_record(rec: Any, source: str | Path | None = None) -> dict:
 
 def write_record(path: str | Path, rec: dict, rows: list[dict] | None = None) -> Path:
     """Validate, then write atomically; ``rows`` go to ``<path stem>.samples.jsonl`` beside it (its path is
-    stored in ``details.samples_jsonl``)."""
-    from snapgen.io import atomic_write_json, atomic_write_text
+    stored in ``details.samples_jsonl``, its sha256 in ``details.samples_sha256``).
+
+    The two files are one unit: the JSONL is written first, the record last, and the record names the JSONL's
+    hash, so a kill between them (or a JSONL from another run) is refused by :func:`check_samples` on read."""
+    from snapgen.io import atomic_write_bytes, atomic_write_json, sha256_bytes
     from snapgen.paths import display
 
     path = Path(path)
     if rows is not None:
         jsonl = path.with_suffix(".samples.jsonl")
-        rec = {**rec, "details": {**rec["details"], "samples_jsonl": display(jsonl)}}
+        data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode("utf-8")
+        rec = {**rec, "details": {**rec["details"], "samples_jsonl": display(jsonl),
+                                  "samples_sha256": sha256_bytes(data)}}
         validate_record(rec, path)
-        atomic_write_text(jsonl, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+        atomic_write_bytes(jsonl, data)
     validate_record(rec, path)
     atomic_write_json(path, rec)
     return path
+
+
+def check_samples(rec: dict, jsonl: str | Path, data: bytes) -> None:
+    """The per-sample file ``jsonl`` (its bytes ``data``) must be the one its record was written with."""
+    expected = (rec.get("details") or {}).get("samples_sha256")
+    if expected is None:        # records written before the hash existed
+        return
+    from snapgen.io import sha256_bytes
+
+    if sha256_bytes(data) != expected:
+        raise RecordError(f"{jsonl}: this per-sample file is not the one record {rec.get('name')!r} was written with "
+                          "(sha256 differs: a torn or mixed write); rerun the evaluation to rewrite both")
 
 
 def read_record(path: str | Path) -> dict:

@@ -65,6 +65,7 @@ def test_compare_flags_protocol_mismatch(tmp_path, capsys):
     _run(tmp_path, "--ckpt", "world-oracle", "--limit", "6")
     a = tmp_path / "a.json"
     (tmp_path / "rec.json").rename(a)
+    (tmp_path / "rec.samples.jsonl").rename(tmp_path / "a.samples.jsonl")   # a record moves with its samples
     _run(tmp_path, "--ckpt", "world-oracle", "--limit", "6", "--n-per-prompt", "2")
     assert main(["compare", str(a), str(tmp_path / "rec.json")]) == 3
     assert "images_per_prompt" in capsys.readouterr().out

@@ -102,10 +102,24 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
 
 
 
+# generation options that do nothing when scoring existing --images (None / False = not given)
+GENERATION_ONLY = ("steps", "guidance", "resolution", "negative_prompt", "retrain_world")
+
+
+def refuse_generation_options(args) -> None:
+    """Scoring ``--images``: a sampler option would be silently ignored, so it is an error naming it."""
+    given = [k for k in GENERATION_ONLY if getattr(args, k, None) not in (None, False)]
+    if given and getattr(args, "images", None) is not None:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags}: sampler options do nothing when scoring existing --images; drop them, or "
+                         "generate with --ckpt")
+
+
 def generator_from_args(args):
     """The ``--ckpt`` generator with the CLI's sampler options, or None when scoring ``--images``.
     Sets torch's CPU thread count to ``--threads`` (recorded in the generator's protocol)."""
     if not getattr(args, "ckpt", None):
+        refuse_generation_options(args)
         return None
     import torch
 

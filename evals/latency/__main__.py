@@ -1,5 +1,4 @@
-import sys
-
 from evals.latency import main
+from snapgen.cli import run_cli
 
-sys.exit(main())
+raise SystemExit(run_cli(main))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ablations.variants import REGISTRY
+from snapgen.cli import positive_int
 from evals.latency.settings import (COMPRESSIONS, COMPUTE_UNITS, DTYPES, TARGETS, CoreMLSettings, LatencyJob,
                                     LatencySettings, ModelSource)
 
@@ -20,15 +20,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--variant", choices=REGISTRY.names(), help="registered architecture (random weights)")
     src.add_argument("--ckpt", type=Path, help="pipeline directory written by SnapGenPipeline.save_pretrained")
     p.add_argument("--target", choices=TARGETS, default="cpu")
-    p.add_argument("--resolution", type=int, default=None, help="output pixels (default: variant / pipeline resolution)")
-    p.add_argument("--steps", type=int, default=4, help="sampling steps of the end-to-end run")
+    p.add_argument("--resolution", type=positive_int, default=None,
+                   help="output pixels, a multiple of 8 x the U-Net's downsampling (default: variant / pipeline resolution)")
+    p.add_argument("--steps", type=positive_int, default=4, help="sampling steps of the end-to-end run")
     p.add_argument("--cfg", action=argparse.BooleanOptionalAction, default=False,
                    help="classifier-free guidance: doubles the U-Net batch (default off)")
-    p.add_argument("--batch", type=int, default=1, help="images per batch")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per batch")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls (>= 1; the first is reported apart)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls (median and p90 reported)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's own choice; recorded in the protocol)")
+    p.add_argument("--warmup", type=positive_int, default=2, help="untimed calls (>= 1; the first is reported apart)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed calls (median and p90 reported)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and decoder")
     p.add_argument("--decoder", choices=("auto", "tiny", "sd3_vae", "sdxl_vae", "none"), default="auto",
                    help="auto: tiny for SnapGen variants, sdxl_vae for sdxl-unet, the pipeline's own for --ckpt")
@@ -58,9 +60,22 @@ def job_from_args(args: argparse.Namespace) -> LatencyJob:
 
     source = ModelSource(variant=args.variant, ckpt=args.ckpt, tiny=args.tiny, decoder=args.decoder, text=args.text)
     resolution = args.resolution or (1024 if args.target in ("mac", "iphone") else default_resolution(source))
+    check_resolution(resolution, source)
     coreml = CoreMLSettings(compute_units=tuple(args.compute_units), packages=args.packages, compress=args.compress,
                             device_name=args.device_name, team_id=args.team_id)
     return LatencyJob(settings_from_args(args, resolution), source, coreml, args.out)
+
+
+def check_resolution(resolution: int, source: ModelSource) -> None:
+    """``--resolution`` must give a latent side (``/ 8``) that the U-Net's levels halve evenly."""
+    config = REGISTRY.get(source.variant).config if source.variant else None
+    factor = 8 * 2 ** (len(config.stages) - 1) if config is not None else 8
+    if resolution % factor:
+        raise ValueError(f"--resolution {resolution}: must be a multiple of {factor} (the VAE's 8x"
+                         + (f" times the U-Net's {factor // 8}x" if factor > 8 else "") + f"); e.g. "
+                         f"{max(factor, resolution // factor * factor)}")
+    if source.ckpt is not None and not Path(source.ckpt).is_dir():
+        raise FileNotFoundError(f"--ckpt {source.ckpt}: no such pipeline folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from evals.latency.runner import run_job
 
+    job = job_from_args(args)
+    if job.out is not None:
+        from snapgen.io import check_writable_dir
+
+        check_writable_dir(job.out)
     try:
-        paths = run_job(job_from_args(args))
+        paths = run_job(job)
     except RuntimeError as e:  # CoreMLPredictionUnavailable, missing Xcode tools
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--target {args.target}: {e}") from e
     from evals.latency.records import read_latency, summary_line
 
     for path in paths:
@@ -89,4 +108,6 @@ def main(argv: list[str] | None = None, doc: str | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.run latency", description=doc.split("\n")[0],
                                 epilog=doc.split("\n\n", 1)[-1], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return run(p.parse_args(argv))
+    from snapgen.cli import run_cli
+
+    return run_cli(lambda a: run(p.parse_args(a)), argv)

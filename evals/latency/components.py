@@ -47,7 +47,7 @@ def _decoder_for(src: ModelSource, family: str, latent_channels: int):
         dec = D.DECODERS[name]("cpu")
     cz = dec.cfg.latent_channels if hasattr(dec, "cfg") else dec.latent_channels
     if cz != latent_channels:
-        raise SystemExit(f"--decoder {name} takes {cz}-channel latents but the U-Net makes {latent_channels}")
+        raise ValueError(f"--decoder {name} takes {cz}-channel latents but the U-Net makes {latent_channels}")
     return dec.eval(), name + ("-small" if src.tiny and name == "tiny" else "")
 
 
@@ -85,7 +85,7 @@ def _cast(obj, dtype):
 def variant_components(src: ModelSource, s: LatencySettings, device: str) -> Built:
     variant = REGISTRY.get(src.variant)
     if src.tiny and variant.family != "snapgen":
-        raise SystemExit(f"--tiny supports SnapGen-family variants only, not {variant.name}")
+        raise ValueError(f"--tiny supports SnapGen-family variants only, not {variant.name}")
     config = tiny_config(variant.config) if src.tiny else variant.config
     dtype, load_s = TORCH_DTYPES[s.dtype], {}
     t0 = time.perf_counter()

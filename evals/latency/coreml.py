@@ -27,6 +27,26 @@ def export_settings(job: LatencyJob):
     return ExportSettings(resolution=s.resolution, batch=s.unet_batch, context_tokens=ctx, compression=job.coreml.compress)
 
 
+def export_atomically(fn, model, name: str, folder: Path, es, weights: str) -> dict:
+    """Export into a temp folder beside ``folder`` and rename the package into place: a kill mid-export never
+    leaves a half-written ``.mlpackage`` that a later run would reuse."""
+    import os
+    import shutil
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+    try:
+        result = fn(model, name, tmp, es, weights)
+        built = Path(result["package"])
+        final = folder / built.name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(built, final)
+        return {**result, "package": str(final)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_packages(job: LatencyJob) -> tuple[dict[str, Path], dict[str, Any]]:
     """Export (or reuse) the U-Net and decoder packages -> ({component: package}, model info)."""
     from snapgen.export import coreml as X
@@ -37,14 +57,17 @@ def ensure_packages(job: LatencyJob) -> tuple[dict[str, Path], dict[str, Any]]:
     if src.variant:
         variant = REGISTRY.get(src.variant)
         if variant.family != "snapgen":
-            raise SystemExit(f"Core ML export supports SnapGen U-Nets, not {variant.name}")
+            raise ValueError(f"--variant {variant.name}: Core ML export supports SnapGen U-Nets only")
         config = tiny_config(variant.config) if src.tiny else variant.config
         name, weights = variant.name + ("-tiny" if src.tiny else ""), RANDOM_WEIGHTS
         make_unet = lambda: SnapGenUNet(config)  # noqa: E731
         make_dec = lambda: tiny_decoder("snapgen", "cpu", **(SMALL_TINY_DECODER if src.tiny else {}))  # noqa: E731
     else:
+        from snapgen.io import sha256_dir
+
         config = SnapGenUNet.from_pretrained(src.ckpt / "unet").config
-        name, weights = src.ckpt.name, f"checkpoint {src.ckpt}"
+        key = sha256_dir(src.ckpt, ("*.safetensors", "config.json"))[:12]   # packages keyed by content, not folder
+        name, weights = f"{src.ckpt.name}-{key}", f"checkpoint {src.ckpt} (weights sha256 {key})"
         make_unet = lambda: SnapGenUNet.from_pretrained(src.ckpt / "unet")  # noqa: E731
         make_dec = lambda: TinyDecoder.from_pretrained(src.ckpt / "decoder")  # noqa: E731
     packages: dict[str, Path] = {}
@@ -54,7 +77,7 @@ def ensure_packages(job: LatencyJob) -> tuple[dict[str, Path], dict[str, Any]]:
         if not path.exists():
             model = make()
             X.reinit_zero_weights(model) if src.variant else None
-            write_export(fn(model, name if comp == "unet_step" else "tiny", folder, es, weights))
+            write_export(export_atomically(fn, model, name if comp == "unet_step" else "tiny", folder, es, weights))
         packages[comp] = path
     model = {"name": name, "source": "variant" if src.variant else "ckpt", "variant": src.variant,
              "family": "snapgen", "config": config.to_dict(), "config_hash": config.hash, "weights": weights,

@@ -16,7 +16,7 @@ from snapgen.env import environment
 def _device_for(target: str) -> str:
     if target == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("--target cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+            raise ValueError("--target cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
         return "cuda"
     return "cpu"
 
