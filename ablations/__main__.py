@@ -14,8 +14,9 @@ import json
 import os
 import sys
 
-from ablations.registry import RegistryError, config_diff
+from ablations.registry import config_diff
 from ablations.variants import REGISTRY
+from snapgen.cli import nonnegative_int, positive_int
 
 
 def _summary(v, with_costs: bool) -> dict:
@@ -80,6 +81,14 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def check_latent(latent: int, names: list[str]) -> None:
+    """``--latent`` must halve evenly through every timed U-Net's levels (SDXL's too: 3 levels)."""
+    levels = max([3] + [len(REGISTRY.get(n).config.stages) for n in names if REGISTRY.get(n).config is not None])
+    factor = 2 ** (levels - 1)
+    if latent % factor:
+        raise ValueError(f"--latent {latent}: must be a multiple of {factor} (the U-Nets halve it {levels - 1} times)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ablations", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,27 +106,28 @@ def main(argv=None) -> int:
     s.set_defaults(fn=cmd_diff)
     s = sub.add_parser("table", help="measure every variant, write the records and the Markdown table")
     s.add_argument("--variants", nargs="*", choices=REGISTRY.names(), metavar="NAME")
-    s.add_argument("--latent", type=int, default=32, help="latent side for CPU latency (32 = 256 px)")
-    s.add_argument("--warmup", type=int, default=1)
-    s.add_argument("--repeats", type=int, default=5, help="timed runs (0 = skip latency)")
+    s.add_argument("--latent", type=positive_int, default=32, help="latent side for CPU latency (32 = 256 px)")
+    s.add_argument("--warmup", type=nonnegative_int, default=1)
+    s.add_argument("--repeats", type=nonnegative_int, default=5, help="timed runs (0 = skip latency)")
     s.add_argument("--dry-run", action="store_true", help="print what would be measured")
     s.set_defaults(fn=cmd_table)
     s = sub.add_parser("bench", help="SnapGen vs SDXL U-Net CPU latency at the same latent size, one run")
     s.add_argument("--snapgen", default="snapgen-t2i", choices=REGISTRY.names())
-    s.add_argument("--latent", type=int, default=32)
-    s.add_argument("--warmup", type=int, default=1)
-    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--latent", type=positive_int, default=32, help="latent side (32 = 256 px); a multiple of 4")
+    s.add_argument("--warmup", type=nonnegative_int, default=1)
+    s.add_argument("--repeats", type=positive_int, default=5)
     s.set_defaults(fn=cmd_bench)
     a = p.parse_args(argv)
+    if getattr(a, "latent", None) is not None:
+        check_latent(a.latent, [a.snapgen] if a.cmd == "bench" else (a.variants or REGISTRY.names()))
     try:
         return a.fn(a)
-    except RegistryError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `python -m ablations ls --json | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from snapgen.cli import nonnegative_float, positive_int
-from snapgen.io import atomic_write_json
+from snapgen.io import atomic_write_json, check_writable_dir
 from snapgen.paths import results_dir
 from snapgen.records import make_record, read_record, score, write_record
 
@@ -152,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
                                                                        if a.guidance is not None else [])
     geneval_args = common + ["--n-per-prompt", str(a.n_per_prompt)]
     fid_args = None if a.no_fid else common + ["--ref", "world", "--n", str(a.fid_n)]
+    out = Path(a.out) if a.out else results_dir("world") / f"learning_curve-{name}.json"
+    if not (run / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{run}: not a training run folder (no checkpoints/); pass the --out of snapgen.train")
+    check_writable_dir(out.parent, "--out")               # before hours of scoring, not after
     t0 = time.time()
     try:
         result = curve(run, name, max(1, a.every), geneval_args, fid_args)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except RuntimeError as e:
+        raise ValueError(f"{run}: {e}") from e
     record = curve_record(name, result["points"], {"geneval": result["protocol_geneval"], "fid": result["protocol_fid"],
                                                    "run": result["run"], "train_config": result["train_config"]},
                           time.time() - t0)
-    out = Path(a.out) if a.out else results_dir("world") / f"learning_curve-{name}.json"
     write_record(out, record)
     print(f"record: {out}")
     return 0

@@ -67,6 +67,18 @@ def migrate_v1(old: dict, path: Path) -> dict:
                         old["environment"], old["created"])
 
 
+def parse_cell(text: str, flag: str) -> tuple[float, int]:
+    """``GUIDANCE:STEPS`` -> (guidance >= 0 and finite, steps >= 1), else an error naming ``flag``."""
+    import argparse as _a
+
+    try:
+        g, s = text.split(":")
+        return nonnegative_float(g), positive_int(s)
+    except (ValueError, _a.ArgumentTypeError) as e:
+        raise ValueError(f"{flag}: {text!r} is not GUIDANCE:STEPS with guidance >= 0 and steps >= 1 such as 3:20 "
+                         f"({e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from evals.run import main as run_main
 
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 40])
     p.add_argument("--cells", nargs="+", default=None, metavar="GUIDANCE:STEPS",
                    help="explicit cells instead of the grid (the default cell is always added)")
-    p.add_argument("--default", type=float, nargs=2, default=[3.0, 20], metavar=("GUIDANCE", "STEPS"),
+    p.add_argument("--default", nargs=2, default=["3.0", "20"], metavar=("GUIDANCE", "STEPS"),
                    help="the reference cell of the paired differences")
     p.add_argument("--n-per-prompt", type=positive_int, default=4)
     p.add_argument("--threads", type=positive_int, default=2)
@@ -85,15 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     name = a.name or a.ckpt.replace("/", "-")
     t0 = time.time()
-    if a.cells:
-        try:
-            grid = [(float(c.split(":")[0]), int(c.split(":")[1])) for c in a.cells]
-        except (IndexError, ValueError):
-            print(f"error: --cells takes GUIDANCE:STEPS pairs such as 3:20, got {a.cells}", file=sys.stderr)
-            return 2
-    else:
-        grid = [(g, s) for g in a.guidance for s in a.steps]
-    grid = list(dict.fromkeys([(a.default[0], int(a.default[1]))] + grid))
+    grid = [parse_cell(c, "--cells") for c in a.cells] if a.cells else [(g, s) for g in a.guidance for s in a.steps]
+    ref_key = parse_cell(f"{a.default[0]}:{a.default[1]}", "--default")
+    grid = list(dict.fromkeys([ref_key] + grid))
     cells = {}
     for g, s in grid:
         out = results_dir("world", "sampler_sweep") / f"{name}-g{g:g}-s{s}.json"
@@ -105,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: geneval exited {rc} for guidance {g}, steps {s}", file=sys.stderr)
                 return rc
         cells[(g, s)] = (read_record(out), str(out))
-    ref_key = (a.default[0], int(a.default[1]))
     rows = []
     for (g, s), (rec, path) in cells.items():
         sc = rec["scores"]

@@ -71,4 +71,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))
