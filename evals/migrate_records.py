@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only report records that need converting")
     a = p.parse_args(argv)
     root = a.results or results_root()
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"--results {root}: no such folder (the results root holding the records)")
     todo, failed = [], []
     for path in record_files(root):
         try:

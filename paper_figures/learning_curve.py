@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("record", help="a learning-curve record written by `python -m evals.learning_curve`")
     p.add_argument("--out", default=None, help="PNG path (default results/figures/<record name>.png)")
     a = p.parse_args(argv)
-    rec = json.loads(Path(a.record).read_text())
-    out = Path(a.out) if a.out else Path("results") / "figures" / (Path(a.record).stem + ".png")
+    from snapgen.paths import results_root
+    from snapgen.records import read_record
+
+    rec = read_record(a.record)                    # validated; errors name the file
+    out = Path(a.out) if a.out else results_root() / "figures" / (Path(a.record).stem + ".png")
     print(plot(rec, out))
     return 0
 

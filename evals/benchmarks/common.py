@@ -108,6 +108,9 @@ GENERATION_ONLY = ("steps", "guidance", "resolution", "negative_prompt", "retrai
 
 def refuse_generation_options(args) -> None:
     """Scoring ``--images``: a sampler option would be silently ignored, so it is an error naming it."""
+    images = getattr(args, "images", None)
+    if isinstance(images, (str, Path)) and not Path(images).is_dir():
+        raise FileNotFoundError(f"--images {images}: no such folder (generated images in the benchmark's layout)")
     given = [k for k in GENERATION_ONLY if getattr(args, k, None) not in (None, False)]
     if given and getattr(args, "images", None) is not None:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)

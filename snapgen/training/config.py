@@ -189,11 +189,22 @@ def read_config_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"config file {p} does not exist")
-    if p.suffix == ".json":
-        return json.loads(p.read_text())
-    import yaml
+    try:
+        if p.suffix == ".json":
+            data = json.loads(p.read_text())
+        else:
+            import yaml
 
-    return yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text()) or {}
+    except (ValueError, UnicodeDecodeError) as e:       # JSONDecodeError, yaml.YAMLError are ValueErrors or wrapped
+        raise ValueError(f"--config {p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'} ({e})") from None
+    except Exception as e:
+        if type(e).__module__.startswith("yaml"):
+            raise ValueError(f"--config {p}: not valid YAML ({e})") from None
+        raise
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {p}: expected a mapping of config fields, got {type(data).__name__}")
+    return data
 
 
 def load_config(base, path: str | Path | None, overrides: Sequence[str] = ()):

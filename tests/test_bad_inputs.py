@@ -1,0 +1,273 @@
+"""A catalogue of careless inputs, one per row, across every command line (issue 20).
+
+Each row runs the CLI's ``main`` in-process under ``snapgen.cli.run_cli`` (what ``python -m ...`` does) and asserts
+the exit code, that stderr names the flag or file at fault, and that no traceback is printed. None of them trains,
+generates or times anything: each is refused at the edge, before long work starts.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from snapgen.cli import run_cli
+
+TMP = "{tmp}"   # replaced by the test's tmp_path
+
+
+def _finished_run(tmp: Path) -> Path:
+    """A run folder whose latest checkpoint reached its steps (only the files the refusal reads)."""
+    run = tmp / "done"
+    ck = run / "checkpoints" / "step-0000002"
+    ck.mkdir(parents=True)
+    from snapgen.train import TrainConfig
+
+    cfg = TrainConfig(out=str(run), steps=2).to_dict()
+    (ck / "state.json").write_text(json.dumps({"step": 2, "objective": "flow", "config": cfg}))
+    (run / "checkpoints" / "latest").write_text("step-0000002\n")
+    return run
+
+
+def _files(tmp: Path) -> None:
+    (tmp / "bad.json").write_text("{not json")
+    (tmp / "empty.json").write_text("")
+    (tmp / "list.json").write_text("[1, 2]")
+    (tmp / "imgs").mkdir()
+    rec = {"schema_version": 2, "kind": "evaluation", "name": "x", "protocol": {}, "details": {},
+           "scores": "0.5", "environment": {"threads": 1, "git_commit": None, "versions": {}}, "created": None}
+    (tmp / "strscores.json").write_text(json.dumps(rec))
+    (tmp / "nan.json").write_text(json.dumps({**rec, "scores": {}}).replace('"details": {}', '"details": {"x": NaN}'))
+    _finished_run(tmp)
+
+
+R, LAT, EXP, TR, DIS, DEC, AB = ("evals.run", "evals.latency", "evals.latency.export", "snapgen.train",
+                                 "snapgen.train_distill", "snapgen.train_decoder", "ablations.__main__")
+TEACH = ["--stage", "kd", "--teacher", "{tmp}/teacher"]
+
+# (id, module, argv, exit code, text stderr must contain)
+CASES = [
+    # --- python -m evals.run: dispatch and generation flags
+    ("run-unknown", R, ["nope"], 2, "unknown benchmark"),
+    ("run-typo", R, ["genevl"], 2, "geneval"),
+    ("geneval-steps-0", R, ["geneval", "--ckpt", "world-tiny", "--steps", "0"], 2, "--steps"),
+    ("geneval-steps-neg", R, ["geneval", "--ckpt", "world-tiny", "--steps", "-1"], 2, "--steps"),
+    ("geneval-steps-word", R, ["geneval", "--ckpt", "world-tiny", "--steps", "x"], 2, "--steps"),
+    ("geneval-guidance-nan", R, ["geneval", "--ckpt", "world-tiny", "--guidance", "nan"], 2, "--guidance"),
+    ("geneval-guidance-inf", R, ["geneval", "--ckpt", "world-tiny", "--guidance", "inf"], 2, "--guidance"),
+    ("geneval-guidance-neg", R, ["geneval", "--ckpt", "world-tiny", "--guidance", "-1"], 2, "--guidance"),
+    ("geneval-limit-0", R, ["geneval", "--ckpt", "world-tiny", "--limit", "0"], 2, "--limit"),
+    ("geneval-limit-neg", R, ["geneval", "--ckpt", "world-tiny", "--limit", "-1"], 2, "--limit"),
+    ("geneval-npp-0", R, ["geneval", "--ckpt", "world-tiny", "--n-per-prompt", "0"], 2, "--n-per-prompt"),
+    ("geneval-batch-0", R, ["geneval", "--ckpt", "world-tiny", "--batch-size", "0"], 2, "--batch-size"),
+    ("geneval-resolution-0", R, ["geneval", "--ckpt", "world-tiny", "--resolution", "0"], 2, "--resolution"),
+    ("geneval-threads-0", R, ["geneval", "--ckpt", "world-tiny", "--threads", "0"], 2, "--threads"),
+    ("geneval-seed-neg", R, ["geneval", "--ckpt", "world-tiny", "--seed", "-3"], 2, "--seed"),
+    ("geneval-images-missing", R, ["geneval", "--images", "{tmp}/nowhere"], 2, "nowhere"),
+    ("geneval-ckpt-missing", R, ["geneval", "--ckpt", "{tmp}/nockpt"], 2, "nockpt"),
+    ("geneval-images-and-steps", R, ["geneval", "--images", "{tmp}/imgs", "--steps", "4"], 2, "--steps"),
+    ("geneval-images-and-guidance", R, ["geneval", "--images", "{tmp}/imgs", "--guidance", "2"], 2, "--guidance"),
+    ("geneval-both-sources", R, ["geneval", "--images", "{tmp}/imgs", "--ckpt", "world-tiny"], 2, "--ckpt"),
+    ("dpg-steps-0", R, ["dpg", "--ckpt", "world-tiny", "--steps", "0"], 2, "--steps"),
+    ("dpg-limit-0", R, ["dpg", "--ckpt", "world-tiny", "--limit", "0"], 2, "--limit"),
+    ("fid-guidance-nan", R, ["fid", "--ckpt", "world-tiny", "--guidance", "nan"], 2, "--guidance"),
+    ("clip-limit-neg", R, ["clip", "--ckpt", "world-tiny", "--limit", "-1"], 2, "--limit"),
+    ("imagereward-resolution-neg", R, ["imagereward", "--ckpt", "world-tiny", "--resolution", "-64"], 2,
+     "--resolution"),
+    ("report-missing", R, ["report", "{tmp}/none.json", "--out", "{tmp}/rep"], 2, "none.json"),
+    ("report-thumb-0", R, ["report", "{tmp}/none.json", "--out", "{tmp}/rep", "--thumb", "0"], 2, "--thumb"),
+    # --- compare
+    ("compare-one", R, ["compare", "{tmp}/bad.json"], 2, "two records"),
+    ("compare-missing", R, ["compare", "{tmp}/a.json", "{tmp}/b.json"], 2, "a.json"),
+    ("compare-not-json", R, ["compare", "{tmp}/bad.json", "{tmp}/bad.json"], 2, "bad.json"),
+    ("compare-empty", R, ["compare", "{tmp}/empty.json", "{tmp}/empty.json"], 2, "empty.json"),
+    ("compare-list", R, ["compare", "{tmp}/list.json", "{tmp}/list.json"], 2, "list.json"),
+    ("compare-string-scores", R, ["compare", "{tmp}/strscores.json", "{tmp}/strscores.json"], 2, "strscores.json"),
+    ("compare-nan", R, ["compare", "{tmp}/nan.json", "{tmp}/nan.json"], 2, "nan.json"),
+    # --- latency
+    ("latency-resolution-0", R, ["latency", "--variant", "snapgen-t2i", "--resolution", "0"], 2, "--resolution"),
+    ("latency-resolution-odd", R, ["latency", "--variant", "snapgen-t2i", "--tiny", "--resolution", "100"], 2,
+     "--resolution"),
+    ("latency-steps-0", R, ["latency", "--variant", "snapgen-t2i", "--steps", "0"], 2, "--steps"),
+    ("latency-repeats-0", LAT, ["--variant", "snapgen-t2i", "--repeats", "0"], 2, "--repeats"),
+    ("latency-warmup-neg", LAT, ["--variant", "snapgen-t2i", "--warmup", "-1"], 2, "--warmup"),
+    ("latency-threads-neg", LAT, ["--variant", "snapgen-t2i", "--threads", "-2"], 2, "--threads"),
+    ("latency-batch-0", LAT, ["--variant", "snapgen-t2i", "--batch", "0"], 2, "--batch"),
+    ("latency-ckpt-missing", LAT, ["--ckpt", "{tmp}/nopipe", "--resolution", "64"], 2, "nopipe"),
+    ("latency-no-source", LAT, ["--target", "cpu"], 2, "--variant"),
+    ("latency-tiny-sdxl", LAT, ["--variant", "sdxl-unet", "--tiny", "--out", "{tmp}/lat"], 2, "--tiny"),
+    # --- Core ML export
+    ("export-no-out", EXP, ["--dry-run"], 2, "--out"),
+    ("export-resolution-neg", EXP, ["--out", "{tmp}/x", "--resolution", "-8", "--dry-run"], 2, "--resolution"),
+    ("export-resolution-odd", EXP, ["--out", "{tmp}/x", "--resolution", "1000", "--dry-run"], 2, "--resolution"),
+    ("export-ckpt-missing", EXP, ["--out", "{tmp}/x", "--ckpt", "{tmp}/nopipe", "--dry-run"], 2, "nopipe"),
+    ("export-nothing", EXP, ["--out", "{tmp}/x", "--no-unet", "--dry-run"], 2, "--no-unet"),
+    ("export-batch-0", EXP, ["--out", "{tmp}/x", "--batch", "0", "--dry-run"], 2, "--batch"),
+    ("export-threads-0", EXP, ["--out", "{tmp}/x", "--threads", "0", "--dry-run"], 2, "--threads"),
+    ("export-out-is-file", EXP, ["--out", "{tmp}/bad.json/pk", "--dry-run"], 2, "--out"),
+    # --- snapgen.train
+    ("train-steps-0", TR, ["--set", "steps=0", "--dry-run"], 2, "steps"),
+    ("train-cpu-maybe", TR, ["--set", "cpu=maybe", "--dry-run"], 2, "cpu"),
+    ("train-keep-0", TR, ["--set", "keep_ckpts=0", "--dry-run"], 2, "keep_ckpts"),
+    ("train-lr-nan", TR, ["--set", "lr=nan", "--dry-run"], 2, "lr"),
+    ("train-lr-0", TR, ["--set", "lr=0", "--dry-run"], 2, "lr"),
+    ("train-unknown-key", TR, ["--set", "stepz=3", "--dry-run"], 2, "steps"),
+    ("train-resolution-odd", TR, ["--set", "resolution=30", "--dry-run"], 2, "resolution"),
+    ("train-batch-neg", TR, ["--set", "batch_size=-1", "--dry-run"], 2, "batch_size"),
+    ("train-not-key-value", TR, ["--set", "steps", "--dry-run"], 2, "steps"),
+    ("train-steps-float", TR, ["--set", "steps=1.5", "--dry-run"], 2, "steps"),
+    ("train-drop-prob-2", TR, ["--set", "text_drop_prob=2", "--dry-run"], 2, "text_drop_prob"),
+    ("train-config-missing", TR, ["--config", "{tmp}/none.json", "--dry-run"], 2, "none.json"),
+    ("train-config-bad-json", TR, ["--config", "{tmp}/bad.json", "--dry-run"], 2, "bad.json"),
+    ("train-config-list", TR, ["--config", "{tmp}/list.json", "--dry-run"], 2, "list.json"),
+    ("train-threads-0", TR, ["--threads", "0", "--dry-run"], 2, "--threads"),
+    ("train-unet-unknown", TR, ["--set", "unet=tiny-wrld", "--dry-run"], 2, "tiny-wrld"),
+    ("train-finished-other-settings", TR, ["--out", "{tmp}/done", "--set", "steps=3", "lr=1e-3", "threads=1",
+                                           "--no-progress"], 2, "finished run"),
+    ("train-out-is-file", TR, ["--out", "{tmp}/bad.json/run", "--set", "steps=1", "threads=1", "--no-progress"], 2,
+     "--out"),
+    # --- snapgen.train_distill
+    ("distill-ladd-no-init", DIS, ["--stage", "ladd", "--teacher", "{tmp}/teacher", "--dry-run"], 2, "--init"),
+    ("distill-kd-w-max", DIS, [*TEACH, "--set", "kd_w_max=2", "--dry-run"], 2, "kd_w_max"),
+    ("distill-bad-stage", DIS, ["--stage", "sft", "--teacher", "x"], 2, "--stage"),
+    ("distill-no-teacher", DIS, ["--stage", "kd"], 2, "--teacher"),
+    ("distill-disc-lr-neg", DIS, [*TEACH, "--set", "ladd_disc_lr=-1", "--dry-run"], 2, "ladd_disc_lr"),
+    ("distill-unknown-key", DIS, [*TEACH, "--set", "kd_wieght=1", "--dry-run"], 2, "kd_"),
+    # --- snapgen.train_decoder and its experiment
+    ("decoder-steps-0", DEC, ["--steps", "0", "--dry-run"], 2, "steps"),
+    ("decoder-world", DEC, ["--world", "--steps", "7"], 2, "--world"),
+    ("decoder-lr-nan", DEC, ["--lr", "nan", "--dry-run"], 2, "lr"),
+    ("decoder-batch-word", DEC, ["--batch-size", "x", "--dry-run"], 2, "batch_size"),
+    ("decoder-no-images", DEC, ["--encoder-dir", "{tmp}/vae", "--out", "{tmp}/dec"], 2, "--image-dir"),
+    ("decoder-threads-neg", DEC, ["--threads", "-1", "--dry-run"], 2, "--threads"),
+    ("decoder-sampling-choice", DEC, ["--latent-sampling", "median", "--dry-run"], 2, "--latent-sampling"),
+    ("decoder-keep-0", DEC, ["--set", "keep_ckpts=0", "--dry-run"], 2, "keep_ckpts"),
+    ("decoder-config-bad", DEC, ["--config", "{tmp}/bad.json", "--dry-run"], 2, "bad.json"),
+    ("world-proof-threads", "snapgen.experiments.decoder_world_proof", ["--threads", "-1"], 2, "--threads"),
+    # --- ablations
+    ("ablations-bench-latent-0", AB, ["bench", "--latent", "0"], 2, "--latent"),
+    ("ablations-bench-latent-odd", AB, ["bench", "--latent", "30"], 2, "--latent"),
+    ("ablations-bench-repeats-0", AB, ["bench", "--repeats", "0"], 2, "--repeats"),
+    ("ablations-table-latent-neg", AB, ["table", "--latent", "-4", "--dry-run"], 2, "--latent"),
+    ("ablations-show-unknown", AB, ["show", "snapgen-t3i"], 2, "NAME"),
+    ("ablations-no-command", AB, [], 2, "cmd"),
+    ("tables-unknown-flag", "ablations.tables.__main__", ["--results-dir", "x"], 2, "--results-dir"),
+    # --- evals side CLIs
+    ("curve-no-run", "evals.learning_curve", ["{tmp}/norun"], 2, "norun"),
+    ("curve-every-0", "evals.learning_curve", ["{tmp}/norun", "--every", "0"], 2, "--every"),
+    ("sweep-cells", "evals.sampler_sweep", ["--cells", "3"], 2, "--cells"),
+    ("sweep-default", "evals.sampler_sweep", ["--default", "3", "x"], 2, "--default"),
+    ("sweep-steps-0", "evals.sampler_sweep", ["--steps", "0"], 2, "--steps"),
+    ("bench-train-batch-0", "evals.bench_train", ["--batch-sizes", "0"], 2, "--batch-sizes"),
+    ("ship-no-run", "evals.ship_world", ["{tmp}/norun", "--dest", "{tmp}/dest", "--no-score"], 2, "norun"),
+    ("migrate-no-results", "evals.migrate_records", ["--results", "{tmp}/nores", "--check"], 2, "nores"),
+    ("figure-curve-missing", "paper_figures.learning_curve", ["{tmp}/none.json"], 2, "none.json"),
+    ("figure-curve-bad", "paper_figures.learning_curve", ["{tmp}/bad.json"], 2, "bad.json"),
+]
+
+
+def _main(module: str):
+    mod = importlib.import_module(module)
+    return mod.main
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error(case, tmp_path, capsys, monkeypatch):
+    name, module, argv, code, needle = case
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("SNAPGEN_DEBUG", raising=False)
+    _files(tmp_path)
+    argv = [a.replace(TMP, str(tmp_path)) for a in argv]
+    threads = torch.get_num_threads()
+    try:
+        got = run_cli(_main(module), argv)
+    except SystemExit as e:            # argparse usage errors exit from parse_args
+        got = e.code
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capsys.readouterr()
+    assert got == code, f"{name}: exit {got}\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}"
+    assert needle.replace(TMP, str(tmp_path)) in err, f"{name}: stderr does not name {needle!r}: {err[-2000:]}"
+    assert "Traceback" not in err + out
+    assert "internal error" not in err
+
+
+def test_catalogue_covers_every_cli():
+    modules = {c[1] for c in CASES}
+    assert len(CASES) >= 60 and {R, LAT, EXP, TR, DIS, DEC, AB} <= modules
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from evals.compare import main
+
+    with pytest.raises(Exception):
+        run_cli(main, [str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--debug"])
+
+
+def test_a_bug_is_an_internal_error_with_exit_1(capsys):
+    def main(argv):
+        raise TypeError("boom")
+
+    assert run_cli(main, []) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "--debug" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# integrity: weights, checkpoints, records
+
+
+def test_flipped_byte_in_a_checkpoint_is_a_clear_error(tmp_path):
+    from snapgen.io import CorruptWeightsError
+    from snapgen.training.checkpoint import load_checkpoint, save_checkpoint
+
+    head = torch.nn.Linear(3, 2)
+    ck = save_checkpoint(tmp_path, 1, {"head": head}, {}, {"objective": "x", "config": {}}, keep=1)
+    assert (ck / "weights.sha256.json").is_file()
+    f = ck / "head.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0x01                                   # inside the tensor data: safetensors alone would load it
+    f.write_bytes(bytes(data))
+    with pytest.raises(CorruptWeightsError, match="head.safetensors"):
+        load_checkpoint(ck, {"head": torch.nn.Linear(3, 2)}, {})
+
+
+def test_weights_manifest_helpers(tmp_path):
+    from snapgen.io import CorruptWeightsError, verify_weights_manifest, write_weights_manifest
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "model.safetensors").write_bytes(b"abc")
+    manifest = write_weights_manifest(tmp_path)
+    assert list(manifest["files"]) == ["unet/model.safetensors"]
+    assert verify_weights_manifest(tmp_path)["files"] == manifest["files"]
+    (tmp_path / "unet" / "model.safetensors").unlink()
+    with pytest.raises(CorruptWeightsError, match="missing"):
+        verify_weights_manifest(tmp_path)
+    assert verify_weights_manifest(tmp_path / "unet") is None      # folders written before manifests
+    with pytest.raises(CorruptWeightsError, match="weights.sha256.json"):
+        verify_weights_manifest(tmp_path / "unet", required=True)
+
+
+def test_torn_record_and_samples_pair_is_refused(tmp_path):
+    from evals.records import read_rows
+    from snapgen.records import RecordError, make_record, read_record, score, write_record
+
+    rec = make_record("evaluation", "r", {"benchmark": "clip"}, {"m": score(0.5, None, 2, True, "fraction")},
+                      {}, {"threads": 1, "git_commit": None, "versions": {}})
+    path = write_record(tmp_path / "r.json", rec, [{"i": 0}, {"i": 1}])
+    assert read_rows(read_record(path), path) == [{"i": 0}, {"i": 1}]
+    path.with_suffix(".samples.jsonl").write_text('{"i": 0}\n')      # a kill between the two writes, or another run
+    with pytest.raises(RecordError, match="samples.jsonl"):
+        read_rows(read_record(path), path)
+
+
+def test_resume_never_duplicates_log_lines(tmp_path):
+    from snapgen.training.checkpoint import trim_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(5)))
+    trim_log(log, 3)
+    trim_log(log, 3)                                   # a second resume at the same step
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [0, 1, 2]
