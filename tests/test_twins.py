@@ -1,0 +1,39 @@
+"""World-scale twins: one scaling rule, each twin differs from its parent's twin by exactly the paper's change."""
+import json
+
+from ablations.registry import config_diff
+from ablations.twins import TWINS, ladder_of, main, twin_name, world_twin
+from ablations.variants import REGISTRY
+from snapgen.presets import PRESETS
+
+
+def test_every_ladder_step_has_a_twin_with_the_same_parent():
+    ladder = [v for v in REGISTRY if v.config is not None and ladder_of(v.name)]
+    assert len(ladder) >= 2 * 9 and [twin_name(v.name) for v in ladder] == TWINS.names()
+    for v in ladder:
+        t = TWINS.get(twin_name(v.name))
+        assert t.parent == (twin_name(v.parent) if v.parent else None)
+        assert t.paper["full_size"] == v.name and t.resolution == 32
+
+
+def test_each_twin_differs_from_its_parent_twin_exactly_by_the_paper_change():
+    for t in TWINS:
+        if t.parent is None:
+            continue
+        full, full_parent = REGISTRY.get(t.paper["full_size"]), REGISTRY.get(TWINS.get(t.parent).paper["full_size"])
+        changed_full = set(config_diff(full_parent.config, full.config))
+        changed_twin = set(config_diff(TWINS.get(t.parent).config, t.config))
+        assert changed_twin == changed_full, (t.name, changed_full, changed_twin)
+
+
+def test_the_twin_of_final_snapgen_is_the_shipped_world_recipe_model():
+    assert TWINS.get("world-snapgen-t2i").config == PRESETS["tiny-world"]
+    assert TWINS.get("world-snapgen-in256").config == PRESETS["tiny-world-class"]
+    assert world_twin(PRESETS["snapgen-t2i"]) == PRESETS["tiny-world"]
+
+
+def test_ls_json_lists_twins_with_parent_and_scale(capsys):
+    assert main(["--json", "--ladder", "in256"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["name"] == "world-in256-sdxl-topology" and rows[0]["parent"] is None
+    assert all(r["ladder"] == "in256" and r["scale"]["width_divisor"] == 8 and r["params"] > 0 for r in rows)
