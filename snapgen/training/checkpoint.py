@@ -100,18 +100,20 @@ HARMLESS_KEYS = ("out", "threads", "stop_at", "log_every", "cpu")
 
 def check_not_finished_elsewise(ck: Path, config: dict, total_steps: int) -> None:
     """A run whose latest checkpoint reached its ``steps`` is finished: pointing a command with other settings
-    at it refuses (naming the differing keys) instead of rewriting its train_config.json over the old weights."""
+    at it refuses (naming the differing keys) instead of rewriting its train_config.json over the old weights.
+    Raising ``steps`` alone extends it (an ordinary resume); ``HARMLESS_KEYS`` may differ."""
     state = read_state(ck)
     saved = json.loads(json.dumps(state.get("config", {})))
     if int(state.get("step", 0)) < int(saved.get("steps", total_steps)):
         return
     now = json.loads(json.dumps(config))
+    extend = isinstance(now.get("steps"), int) and now["steps"] > int(state["step"])   # more steps: a resume
     diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
-            if k not in HARMLESS_KEYS and saved.get(k) != now.get(k)}
+            if k not in HARMLESS_KEYS and saved.get(k) != now.get(k) and not (k == "steps" and extend)}
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:8])
-        raise ValueError(f"--out {ck.parent.parent}: a finished run with other settings is there ({shown}); "
-                         "choose another --out, or delete that folder to retrain")
+        raise ValueError(f"--out {ck.parent.parent}: cannot resume a finished run with other settings ({shown}); "
+                         "choose another --out, delete that folder to retrain, or only raise steps to extend it")
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
