@@ -76,7 +76,9 @@ def test_overrides_and_config_errors(tmp_path):
         parse_overrides(TrainConfig(), ["stepz=1"])
     with pytest.raises(FileNotFoundError):
         load_config(str(tmp_path / "missing.json"), [])
-    assert train_main(["--set", "unet=tiny-wrld", "--dry-run"]) == 2        # unknown preset -> exit 2
+    from snapgen.cli import run_cli
+
+    assert run_cli(train_main, ["--set", "unet=tiny-wrld", "--dry-run"]) == 2   # unknown preset -> exit 2
     assert train_main(["--dry-run"]) == 0
 
 
