@@ -6,6 +6,8 @@
     python -m ablations diff t2i-baseline snapgen-t2i
     python -m ablations table --repeats 5  # records + results/tables/architecture.md (figure: paper_figures.pareto)
     python -m ablations bench --latent 32  # SnapGen vs SDXL U-Net latency in one run (record)
+    python -m ablations ls --twins --json  # the world-scale twins of both ladders (parent, scale, quality records)
+    python -m ablations ladder --ladder t2i --dry-run   # train + score every twin x seed (see ablations/ladder.py)
 """
 from __future__ import annotations
 
@@ -31,13 +33,20 @@ def _summary(v, with_costs: bool) -> dict:
 
 
 def cmd_ls(a) -> int:
+    if a.twins:
+        from ablations.twins import main as twins_main
+
+        return twins_main(["--json"] if a.json else [])
     rows = [_summary(v, a.json or a.costs) for v in REGISTRY]
-    if a.json:
-        print(json.dumps(rows, indent=2))
+    if a.json:                                  # full-size variants, then their world-scale twins
+        from ablations.twins import TWINS, summary
+
+        print(json.dumps(rows + [summary(t) for t in TWINS], indent=2))
         return 0
+    width = max(len(r["name"]) for r in rows)
     for r in rows:
         extra = f"  {r['params'] / 1e6:8.2f}M  {r['gflops']:8.1f} GFLOPs" if a.costs else ""
-        print(f"{r['name']:26s} <- {str(r['parent']):24s}{extra}  {r['note']}")
+        print(f"{r['name']:{width}s} <- {str(r['parent']):{width}s}{extra}  {r['note']}")
     return 0
 
 
@@ -94,8 +103,10 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("ls", help="list variants")
-    s.add_argument("--json", action="store_true", help="JSON list with name, parent, params, gflops, resolution")
+    s.add_argument("--json", action="store_true", help="JSON list with name, parent, params, gflops, resolution; "
+                   "then the world-scale twins (full_size, ladder, scale)")
     s.add_argument("--costs", action="store_true", help="also print params and GFLOPs")
+    s.add_argument("--twins", action="store_true", help="the world-scale twins of both ladders instead")
     s.set_defaults(fn=cmd_ls)
     s = sub.add_parser("show", help="one variant's config, lineage and costs")
     s.add_argument("name", choices=REGISTRY.names(), metavar="NAME")
@@ -117,6 +128,13 @@ def main(argv=None) -> int:
     s.add_argument("--warmup", type=nonnegative_int, default=1)
     s.add_argument("--repeats", type=positive_int, default=5)
     s.set_defaults(fn=cmd_bench)
+    sub.add_parser("ladder", help="train and score every world-scale twin x seed (python -m ablations ladder --help)",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ladder"]:
+        from ablations.ladder import main as ladder_main
+
+        return ladder_main(argv[1:])
     a = p.parse_args(argv)
     if getattr(a, "latent", None) is not None:
         check_latent(a.latent, [a.snapgen] if a.cmd == "bench" else (a.variants or REGISTRY.names()))

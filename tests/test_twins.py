@@ -37,3 +37,34 @@ def test_ls_json_lists_twins_with_parent_and_scale(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["name"] == "world-in256-sdxl-topology" and rows[0]["parent"] is None
     assert all(r["ladder"] == "in256" and r["scale"]["width_divisor"] == 8 and r["params"] > 0 for r in rows)
+
+
+def test_ablations_ls_json_lists_variants_then_twins(capsys):
+    from ablations.__main__ import main as ablations_main
+
+    assert ablations_main(["ls", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    twins = [r for r in rows if r["name"].startswith("world-")]
+    assert len(twins) == len(TWINS.names()) and all("scale" in r and "full_size" in r for r in twins)
+
+
+def test_ladder_jobs_shard_by_rank_and_children_do_not_inherit_the_launcher(monkeypatch, capsys):
+    from ablations.ladder import child_env, jobs
+    from ablations.ladder import main as ladder_main
+
+    all_jobs = jobs("t2i", [0, 1, 2])
+    assert len(all_jobs) == 3 * len([t for t in TWINS if t.name.startswith("world-t2i") or t.name == "world-snapgen-t2i"])
+    assert [j.name for j in all_jobs[:3]] == ["world-t2i-sdxl-topology-s0", "world-t2i-sdxl-topology-s1",
+                                              "world-t2i-sdxl-topology-s2"]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert ladder_main(["--dry-run", "--seeds", "0", "1", "2"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [j["job"] for j in plan["jobs"]] == [j.name for j in all_jobs[1::2]]
+    env = child_env(1)
+    assert "RANK" not in env and "MASTER_PORT" not in env and env["OMP_NUM_THREADS"] == "1"
+    import pytest
+
+    with pytest.raises(ValueError, match="not a twin of the t2i ladder"):
+        jobs("t2i", [0], ["world-in256-s5-mqa"])

@@ -1,0 +1,230 @@
+"""The ablation ladder with a quality axis: every world-scale twin trained with the same budget and seeds, then
+scored on held-out world prompts; one record per (twin, seed).
+
+    python -m ablations.ladder --ladder t2i --dry-run                   # the jobs and the budget
+    python -m ablations.ladder --ladder t2i --seeds 0 1 2               # run (resumable: finished steps are skipped)
+    torchrun --nproc_per_node 4 -m ablations.ladder --ladder t2i        # 4 processes share the jobs (job j -> rank j % 4)
+    python -m ablations.ladder --ladder t2i --variants world-t2i-s4-ffn3 world-t2i-s5-mqa --steps 20 --fid-n 64
+
+A job is three resumable stages, each a separate process (so the same command runs on a laptop, a GPU box under
+``torchrun``/``accelerate launch`` or a cluster, and ``ablations`` never imports ``evals``):
+
+1. train: ``python -m snapgen.train`` with the twin's config, the ladder's budget (steps, batch, learning rate
+   schedule, data order) and the job's seed; the engine resumes from its checkpoints;
+2. score: ``python -m evals.run geneval`` / ``dpg`` / ``fid --ref world`` on held-out world prompts
+   (text-to-image ladder); each writes its record under the job's folder and is skipped when it exists;
+3. record: kind ``ablation``, ``<results>/ablation/<ladder>/<twin>-s<seed>.json``, with the twin's config hash,
+   the budget, the training wall time and every quality score with its CI.
+
+The class-conditional ladder (``--ladder in256``) trains its twins on the world's 40 shape x colour classes;
+scoring class-conditional generators needs a label-driven generator in the evaluation harness, which does not
+exist yet, so that ladder stops after training and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ablations.twins import SCALE, TWINS, ladder_of
+from snapgen.cli import nonnegative_int, positive_float, positive_int
+
+# environment variables of torchrun / accelerate that must not leak into the job's own processes
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+                 "TORCHELASTIC_MAX_RESTARTS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "ACCELERATE_MIXED_PRECISION")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every twin of a ladder gets (equal compute per step is not claimed: twins differ in FLOPs; equal
+    steps, batch, data order and seeds are, and each record states its wall time)."""
+    steps: int = 1900                   # the world recipe's steps (snapgen.training.t2i.TrainConfig)
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 100
+    threads: int = 2                    # torch threads per job (training and generation; recorded)
+    n_per_prompt: int = 4               # GenEval / DPG images per held-out prompt
+    prompts_per_tag: int = 12           # held-out world prompts per GenEval task
+    fid_n: int = 2000                   # FID-world: generated images = held-out reference renders
+    sample_steps: int = 20
+    guidance: float = 3.0
+
+
+@dataclass(frozen=True)
+class Job:
+    twin: str
+    seed: int
+    ladder: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.twin}-s{self.seed}"
+
+
+@dataclass
+class Paths:
+    root: Path                          # runs (checkpoints, images, per-benchmark records)
+    results: Path                       # ablation records
+
+    def run(self, job: Job) -> Path:
+        return self.root / job.ladder / job.name
+
+    def config(self, job: Job) -> Path:
+        return self.root / job.ladder / "configs" / f"{job.twin}.json"
+
+    def record(self, job: Job) -> Path:
+        return self.results / job.ladder / f"{job.name}.json"
+
+
+def jobs(ladder: str, seeds: list[int], variants: list[str] | None = None) -> list[Job]:
+    """Every (twin, seed) of the ladder, in registry order then seed order (so a partial run covers whole rungs)."""
+    names = [t.name for t in TWINS if ladder_of(t.paper["full_size"]) == ladder]
+    if variants:
+        for v in variants:
+            TWINS.get(v)                                    # unknown names raise with close matches
+            if v not in names:
+                raise ValueError(f"--variants {v}: not a twin of the {ladder} ladder")
+        names = [n for n in names if n in variants]
+    return [Job(n, s, ladder) for n in names for s in seeds]
+
+
+def child_env(threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def _run(cmd: list[str], log: Path, threads: int) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(threads)).returncode
+    if rc != 0:
+        raise RuntimeError(f"`{' '.join(cmd[:4])} ...` exited {rc}; see {log}")
+
+
+def train(job: Job, b: Budget, paths: Paths) -> Path:
+    from snapgen.io import atomic_write_text
+
+    run = paths.run(job)
+    if (run / "pipeline" / "pipeline.json").exists():
+        return run
+    cfg = paths.config(job)
+    text = TWINS.get(job.twin).config.to_json()
+    if not cfg.exists() or cfg.read_text() != text:
+        atomic_write_text(cfg, text)
+    data = "world" if job.ladder == "t2i" else "world-class"
+    sets = [f"unet={cfg}", f"data={data}", f"steps={b.steps}", f"batch_size={b.batch_size}", f"lr={b.lr}",
+            f"warmup={b.warmup}", f"seed={job.seed}", f"threads={b.threads}", f"sample_steps={b.sample_steps}",
+            f"sample_guidance={b.guidance}", f"ckpt_every={max(1, b.steps // 4)}", "keep_ckpts=2", "cpu=true"]
+    _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", "--set", *sets],
+         run / "ladder.log", b.threads)
+    return run
+
+
+def score(job: Job, b: Budget, run: Path) -> dict[str, Path]:
+    """The evaluation records of a text-to-image twin (each skipped when it exists)."""
+    pipe, out = run / "pipeline", run / "eval"
+    common = ["--ckpt", str(pipe), "--threads", str(b.threads), "--steps", str(b.sample_steps), "--guidance",
+              str(b.guidance), "--no-progress", "--images-root", str(run / "images")]
+    world = ["--world-prompts-per-tag", str(b.prompts_per_tag)]
+    todo = {"geneval": ["geneval", *common, *world, "--n-per-prompt", str(b.n_per_prompt)],
+            "dpg": ["dpg", *common, *world, "--n-per-prompt", str(b.n_per_prompt)],
+            "fid": ["fid", *common, "--ref", "world", "--n", str(b.fid_n)]}
+    records = {}
+    for bench, args in todo.items():
+        records[bench] = out / f"{bench}.json"
+        if not records[bench].exists():
+            _run([sys.executable, "-m", "evals.run", *args, "--out", str(records[bench])], run / "ladder.log", b.threads)
+    return records
+
+
+def train_wall_s(run: Path) -> float | None:
+    log = run / "log.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
+    return rows[-1].get("elapsed_s") if rows and rows[-1].get("elapsed_from_step") == 0 else None
+
+
+def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
+    from snapgen.records import make_record, read_record
+
+    twin = TWINS.get(job.twin)
+    scores, sources = {}, {}
+    for bench, path in evals.items():
+        rec = read_record(path)
+        sources[bench] = str(path)
+        for k, s in rec["scores"].items():
+            if bench == "geneval" or k.endswith("overall_x100") or k.startswith(("fid", "kid")):
+                scores[k] = s
+    protocol = {"ladder": job.ladder, "twin": job.twin, "full_size": twin.paper["full_size"], "parent": twin.parent,
+                "config_hash": twin.config.hash, "seed": job.seed, "budget": asdict(b), "scale": SCALE,
+                "prompts": {"split": "heldout"}}
+    details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources,
+               "train_config": json.loads((run / "train_config.json").read_text()).get("unet_config")}
+    return make_record("ablation", job.name, protocol, scores, details)
+
+
+def run_job(job: Job, b: Budget, paths: Paths) -> Path | None:
+    from snapgen.records import write_record
+
+    if paths.record(job).exists():
+        return paths.record(job)
+    run = train(job, b, paths)
+    if job.ladder != "t2i":
+        print(f"{job.name}: trained ({run}); scoring class-conditional twins is not supported yet", flush=True)
+        return None
+    rec = job_record(job, b, run, score(job, b, run))
+    return write_record(paths.record(job), rec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from snapgen.paths import results_dir
+
+    p = argparse.ArgumentParser(prog="python -m ablations.ladder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ladder", choices=("t2i", "in256"), default="t2i")
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], help="training seeds (>= 3 for tables)")
+    p.add_argument("--variants", nargs="+", default=None, help="only these twins (default: every rung)")
+    p.add_argument("--steps", type=positive_int, default=Budget.steps)
+    p.add_argument("--batch-size", type=positive_int, default=Budget.batch_size)
+    p.add_argument("--lr", type=positive_float, default=Budget.lr)
+    p.add_argument("--warmup", type=nonnegative_int, default=Budget.warmup)
+    p.add_argument("--threads", type=positive_int, default=Budget.threads, help="torch threads per job")
+    p.add_argument("--n-per-prompt", type=positive_int, default=Budget.n_per_prompt)
+    p.add_argument("--prompts-per-tag", type=positive_int, default=Budget.prompts_per_tag)
+    p.add_argument("--fid-n", type=positive_int, default=Budget.fid_n)
+    p.add_argument("--runs", type=Path, default=Path("runs/ladder"), help="checkpoints, images, per-benchmark records")
+    p.add_argument("--results", type=Path, default=None, help="ablation records (default <results>/ablation)")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
+    a = p.parse_args(argv)
+    b = Budget(a.steps, a.batch_size, a.lr, min(a.warmup, a.steps), a.threads, a.n_per_prompt, a.prompts_per_tag,
+               a.fid_n)
+    paths = Paths(a.runs, a.results or results_dir("ablation"))
+    todo = jobs(a.ladder, a.seeds, a.variants)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = [j for i, j in enumerate(todo) if i % world == rank]
+    if a.dry_run:
+        print(json.dumps({"budget": asdict(b), "rank": rank, "world": world, "jobs": [
+            {"job": j.name, "record": str(paths.record(j)), "done": paths.record(j).exists()} for j in mine]}, indent=2))
+        return 0
+    t0 = time.time()
+    for j in mine:
+        t = time.time()
+        path = run_job(j, b, paths)
+        print(f"[{rank}/{world}] {j.name}: {'record ' + str(path) if path else 'trained'} ({time.time() - t:.0f} s)",
+              flush=True)
+    print(f"[{rank}/{world}] {len(mine)} job(s) in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))
