@@ -152,6 +152,22 @@ def train_wall_s(run: Path) -> float | None:
     return rows[-1].get("elapsed_s") if rows and rows[-1].get("elapsed_from_step") == 0 else None
 
 
+def geneval_units(geneval_record: dict, path: Path) -> dict[str, dict[str, float]]:
+    """Task -> prompt index -> accuracy over that prompt's images (the GenEval overall is the mean over tasks of
+    the mean over prompts): kept in the ablation record so the table's bootstrap over seeds and prompts is a
+    pure function of results/."""
+    from snapgen.paths import REPO_ROOT
+
+    ref = geneval_record["details"]["samples_jsonl"]
+    jsonl = next(p for p in (Path(path).with_suffix(".samples.jsonl"), Path(ref), REPO_ROOT / ref) if p.is_file())
+    per: dict[str, dict[str, list[float]]] = {}
+    for line in jsonl.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            per.setdefault(r["tag"], {}).setdefault(str(r["prompt_index"]), []).append(float(r["correct"]))
+    return {t: {k: sum(v) / len(v) for k, v in d.items()} for t, d in per.items()}
+
+
 def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     from snapgen.records import make_record, read_record
 
@@ -166,7 +182,8 @@ def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     protocol = {"ladder": job.ladder, "twin": job.twin, "full_size": twin.paper["full_size"], "parent": twin.parent,
                 "config_hash": twin.config.hash, "seed": job.seed, "budget": asdict(b), "scale": SCALE,
                 "prompts": {"split": "heldout"}}
-    details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources,
+    units = {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])} if "geneval" in evals else {}
+    details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources, "units": units,
                "train_config": json.loads((run / "train_config.json").read_text()).get("unet_config")}
     return make_record("ablation", job.name, protocol, scores, details)
 

@@ -25,6 +25,8 @@ TABLES: dict[str, str] = {
     "latency": "ablations.tables.latency:render",
     "geneval": "ablations.tables.evaluation:render_geneval",
     "dpg": "ablations.tables.evaluation:render_dpg",
+    "ladder_t2i": "ablations.tables.ladder:render_t2i",
+    "ladder_in256": "ablations.tables.ladder:render_in256",
 }
 
 
