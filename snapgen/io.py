@@ -174,3 +174,15 @@ def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} '{p}': '{probe}' is not writable; choose a writable {what}")
     return p
+
+
+def open_image_rgb(path: str | os.PathLike):
+    """``PIL.Image.open(path).convert("RGB")``, fully decoded; a truncated or corrupt file is a ``ValueError`` that
+    names it (PIL's own error does not), so a scorer never skips or half-reads an image silently."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as e:
+        raise ValueError(f"'{path}' cannot be read as an image ({e}); regenerate or remove it") from None

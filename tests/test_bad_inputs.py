@@ -271,3 +271,23 @@ def test_resume_never_duplicates_log_lines(tmp_path):
     trim_log(log, 3)
     trim_log(log, 3)                                   # a second resume at the same step
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_truncated_images_are_named_by_every_scorer_reader(tmp_path):
+    """FID features, CLIP / ImageReward and DPG grids read images through one helper that names a corrupt file."""
+    import numpy as np
+    from PIL import Image
+
+    from snapgen.io import open_image_rgb
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:40])
+    assert open_image_rgb(good).size == (8, 8)
+    with pytest.raises(ValueError, match="bad.png"):
+        open_image_rgb(bad)
+    from evals.metrics.features import _to_uint8_chw
+
+    with pytest.raises(ValueError, match="bad.png"):
+        _to_uint8_chw(bad)

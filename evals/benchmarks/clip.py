@@ -204,12 +204,12 @@ def load_scorer(args):
 
 
 def score_samples(scorer, samples: list[Sample], batch_size: int) -> list[dict]:
-    from PIL import Image
+    from snapgen.io import open_image_rgb
 
     rows = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        images = [Image.open(s.file).convert("RGB") for s in chunk]
+        images = [open_image_rgb(s.file) for s in chunk]
         for s, r in zip(chunk, scorer.score(images, [s.prompt for s in chunk], batch_size)):
             rows.append({**sample_row(s), **r})
     return rows

@@ -45,6 +45,8 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
+from snapgen.io import open_image_rgb
+
 Mode = Literal["official", "fixed"]
 MODES: tuple[str, ...] = ("official", "fixed")
 CSV_COLUMNS: tuple[str, ...] = (
@@ -353,8 +355,6 @@ def score_folder(images_dir: str | Path, questions: Mapping[str, Sequence[Questi
     ``vqa`` is any object with ``answer(image, question) -> str`` (see :mod:`evals.dpg.vqa`).
     Every prompt of ``questions`` must have its image; a missing one raises before any VQA call.
     """
-    from PIL import Image
-
     check_mode(mode)
     root = Path(images_dir)
     if not root.is_dir():
@@ -371,8 +371,7 @@ def score_folder(images_dir: str | Path, questions: Mapping[str, Sequence[Questi
         items = tqdm(items, desc=f"DPG-Bench ({mode})")
     rows = []
     for item_id, qs in items:
-        with Image.open(paths[item_id]) as image:
-            tiles = split_grid(image.convert("RGB"), grid, tile_size)
+        tiles = split_grid(open_image_rgb(paths[item_id]), grid, tile_size)   # corrupt grids are named
         answers = [{q.qid: _ask(vqa, tile, q.question) for q in qs} for tile in tiles]
         rows.append({**score_prompt(qs, answers, mode), "image": str(paths[item_id])})
     summary = summarize(rows, mode)

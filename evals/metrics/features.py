@@ -73,8 +73,9 @@ def _to_uint8_chw(image: Any) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
+        from snapgen.io import open_image_rgb
+
+        image = open_image_rgb(image)                       # a truncated or corrupt file is named, never skipped
     if isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))
     array = np.asarray(image)

@@ -329,5 +329,7 @@ def _open_image(image):
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, (str, Path)) and Path(image).is_file():
-        return Image.open(image)
+        from snapgen.io import open_image_rgb
+
+        return open_image_rgb(image)                        # a corrupt file is named, not half-read
     raise TypeError(f"ImageReward.score: expected a PIL image or an existing file path, got {image!r}")
