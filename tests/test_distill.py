@@ -300,5 +300,7 @@ def test_cli_kd_resume_and_ladd(world_teacher, tmp_path):
     rec = json.loads((ladd / "log.jsonl").read_text().splitlines()[-1])
     assert all(abs(rec["terms"][k]) < 1e6 for k in ("d", "g_adv", "distill"))
     assert json.loads((ladd / "pipeline" / "pipeline.json").read_text())["steps"] == 1   # sample_steps override
-    assert main(["--stage", "ladd", "--teacher", str(world_teacher), "--out", str(tmp_path / "x"), "--no-progress",
-                 *common]) == 2                                         # ladd without --init is refused
+    from snapgen.cli import run_cli
+
+    assert run_cli(main, ["--stage", "ladd", "--teacher", str(world_teacher), "--out", str(tmp_path / "x"),
+                          "--no-progress", *common]) == 2               # ladd without --init is refused
