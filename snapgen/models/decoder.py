@@ -134,15 +134,17 @@ class Upsample(nn.Module):
 class TinyDecoder(PretrainedMixin, nn.Module):
     """Attention-free separable-conv decoder; ``forward(z_vae) -> image`` in ~[-1, 1] (not clamped).
 
-    Persistence (``snapgen.models.pretrained``): ``<dir>/config.json`` + ``<dir>/model.safetensors``."""
+    A diffusers model (``snapgen.models.pretrained``): ``<dir>/config.json`` + ``<dir>/diffusion_pytorch_model.safetensors``;
+    folders of the older layout (``config.json`` + ``model.safetensors``) still load."""
 
     config_class = TinyDecoderConfig
+    legacy_names = (("config.json", "model.safetensors"),)
     what = "tiny decoder checkpoint"
     how = "Create it with TinyDecoder.save_pretrained(dir) or `python -m snapgen.train_decoder`."
 
     def __init__(self, cfg: TinyDecoderConfig = TinyDecoderConfig()):
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         ch = cfg.stage_channels
         self.conv_in = nn.Conv2d(cfg.latent_channels, ch[0], 3, padding=1)
         self.stages = nn.ModuleDict()
@@ -170,9 +172,9 @@ class TinyDecoder(PretrainedMixin, nn.Module):
         return self.conv_out(self.act_out(self.norm_out(x)))
 
     @property
-    def config(self) -> TinyDecoderConfig:
-        """The config under the name every snapgen model uses (``cfg`` is the older name)."""
-        return self.cfg
+    def cfg(self) -> TinyDecoderConfig:
+        """The older name of ``config``."""
+        return self.config
 
     def unscale_latent(self, z_model: torch.Tensor) -> torch.Tensor:
         """Diffusion-space latent -> the VAE latent this decoder consumes."""

@@ -33,12 +33,11 @@ class Unit(nn.Module):
 
 
 class SnapGenUNet(PretrainedMixin, nn.Module):
-    """Persistence (``snapgen.models.pretrained``): ``<dir>/config.json`` + ``<dir>/diffusion_pytorch_model.safetensors``
-    (diffusers' file name; no safetensors metadata, so files written before the mixin are reproduced byte for byte)."""
+    """A diffusers model (``snapgen.models.pretrained``: ``ModelMixin`` + ``ConfigMixin``): ``<dir>/config.json`` (the
+    flat JSON form of ``UNetConfig``) + ``<dir>/diffusion_pytorch_model.safetensors``; ``self.config`` is the typed
+    ``UNetConfig``. Folders written before the move load unchanged (they already had diffusers' file names)."""
 
     config_class = UNetConfig
-    weights_name = "diffusion_pytorch_model.safetensors"
-    weights_metadata = None
     what = "SnapGen U-Net checkpoint"
     how = "Pass a directory written by SnapGenUNet.save_pretrained (config.json + safetensors)."
 
