@@ -40,6 +40,8 @@ from PIL import Image
 
 from snapgen.flow import cfg_velocity, timestep_schedule
 from snapgen.io import atomic_write_json, require_path, sha256_json
+from snapgen.models import decoder as _decoder_module  # noqa: F401  imported so that DiffusionPipeline.from_pretrained
+from snapgen import text as _text_module               # noqa: F401  finds the component modules model_index.json names
 from snapgen.models.unet import SnapGenUNet
 
 
@@ -189,7 +191,8 @@ class SnapGenPipeline(DiffusionPipeline):
             v = velocity(latents, (t / scale).expand(n))
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
             if callback_on_step_end is not None:
-                out = callback_on_step_end(self, i, t, {k: locals()[k] for k in callback_on_step_end_tensor_inputs})
+                tensors = {"latents": latents}
+                out = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
                 latents = out.pop("latents", latents)
         self.maybe_free_model_hooks()
         if output_type == "latent":

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from snapgen.io import require_path, sha256_json
-from snapgen.models.pretrained import PretrainedMixin
+from snapgen.models.pretrained import ModelMixin, PretrainedMixin  # ModelMixin: DiffusionPipeline finds the load method in this module
 
 MINILM = "minilm"
 

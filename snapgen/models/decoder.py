@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snapgen.io import MissingWeightsError, sha256_json
-from snapgen.models.pretrained import CorruptCheckpointError, PretrainedMixin
+from snapgen.models.pretrained import CorruptCheckpointError, ModelMixin, PretrainedMixin  # ModelMixin: DiffusionPipeline finds the load method in this module
 
 SD3_SCALING_FACTOR = 1.5305  # diffusers SD3 VAE config `scaling_factor`
 SD3_SHIFT_FACTOR = 0.0609    # diffusers SD3 VAE config `shift_factor`

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 import torch
 from diffusers import ConfigMixin, ModelMixin
 
+__all__ = ["CorruptCheckpointError", "ModelMixin", "PretrainedMixin", "WEIGHTS_NAME"]
+
 from snapgen.io import require_path
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name (SAFETENSORS_WEIGHTS_NAME)

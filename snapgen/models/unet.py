@@ -14,7 +14,7 @@ from torch import nn
 from snapgen.config import StageSpec, UNetConfig
 from snapgen.models.layers import (Downsample, ResBlock, SkipMerge, TransformerBlock, Upsample, group_norm,
                                    timestep_embedding)
-from snapgen.models.pretrained import PretrainedMixin
+from snapgen.models.pretrained import ModelMixin, PretrainedMixin  # ModelMixin: DiffusionPipeline finds the load method in this module
 from snapgen.models.taps import block_points
 
 
