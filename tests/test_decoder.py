@@ -82,10 +82,10 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(MissingWeightsError, match="does not exist"):
         TinyDecoder.from_pretrained(tmp_path / "nope")
     TinyDecoder(SMALL).save_pretrained(tmp_path / "dec")
-    w = tmp_path / "dec" / "model.safetensors"
+    w = tmp_path / "dec" / "diffusion_pytorch_model.safetensors"
     data = w.read_bytes()
     w.unlink()
-    with pytest.raises(MissingWeightsError, match="model.safetensors"):
+    with pytest.raises(MissingWeightsError, match="diffusion_pytorch_model.safetensors"):
         TinyDecoder.from_pretrained(tmp_path / "dec")
     w.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptCheckpointError, match="unreadable"):

@@ -1,5 +1,5 @@
-"""One save/load convention (snapgen.models.pretrained.PretrainedMixin) for every snapgen model: round trips,
-older layouts, errors; checkpoints written before the mixin load and re-save byte for byte."""
+"""One save/load convention (snapgen.models.pretrained.PretrainedMixin = diffusers ModelMixin + ConfigMixin) for every
+snapgen model: round trips, older layouts, errors; checkpoints written before the move load with the same tensors."""
 from __future__ import annotations
 
 import json
@@ -47,25 +47,30 @@ class Toy(PretrainedMixin, nn.Module):
 
 
 def test_every_model_uses_the_one_convention():
+    from diffusers import ConfigMixin, ModelMixin
+
     for cls in (SnapGenUNet, TinyDecoder, TextEncoderStack):
-        assert issubclass(cls, PretrainedMixin) and cls.save_pretrained is PretrainedMixin.save_pretrained
+        assert issubclass(cls, PretrainedMixin) and issubclass(cls, ModelMixin) and issubclass(cls, ConfigMixin)
         assert cls.from_pretrained.__func__ is PretrainedMixin.from_pretrained.__func__
+    for cls in (SnapGenUNet, TinyDecoder):      # the text stack saves only its trainable projections
+        assert cls.save_pretrained is PretrainedMixin.save_pretrained
 
 
 def test_round_trip_layout_and_errors(tmp_path):
     torch.manual_seed(0)
     toy = Toy(ToyConfig(3))
     toy.save_pretrained(tmp_path / "toy")
-    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
     cfg = json.loads((tmp_path / "toy" / "config.json").read_text())
-    assert cfg == {"_class_name": "Toy", "width": 3, "config_hash": ToyConfig(3).hash}
+    assert {k: v for k, v in cfg.items() if k != "_diffusers_version"} == \
+        {"_class_name": "Toy", "width": 3, "config_hash": ToyConfig(3).hash}
     again = Toy.from_pretrained(tmp_path / "toy")
     assert torch.equal(again.lin.weight, toy.lin.weight) and again.config == toy.config
     with pytest.raises(ValueError, match="another variant"):
         Toy.from_pretrained(tmp_path / "toy", expected=ToyConfig(4))
     with pytest.raises(MissingWeightsError, match="does not exist"):
         Toy.from_pretrained(tmp_path / "nope")
-    w = tmp_path / "toy" / "model.safetensors"
+    w = tmp_path / "toy" / "diffusion_pytorch_model.safetensors"
     data = w.read_bytes()
     w.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptCheckpointError, match="corrupted"):
@@ -85,15 +90,19 @@ def test_older_layout_still_loads(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     (old / "toy_config.json").write_text(json.dumps(toy.config.to_dict()))     # no _class_name / hash then
-    shutil.copy(tmp_path / "new" / "model.safetensors", old / "toy.safetensors")
+    shutil.copy(tmp_path / "new" / "diffusion_pytorch_model.safetensors", old / "toy.safetensors")
     assert torch.equal(Toy.from_pretrained(old).lin.bias, toy.lin.bias)
 
 
-def test_shipped_unet_loads_and_resaves_byte_for_byte(tmp_path):
+def test_shipped_unet_loads_and_resaves_the_same_tensors_and_config(tmp_path):
+    from safetensors.torch import load_file
+
     unet = SnapGenUNet.from_pretrained(SHIPPED / "unet")
     unet.save_pretrained(tmp_path / "unet")
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-        assert (tmp_path / "unet" / name).read_bytes() == (SHIPPED / "unet" / name).read_bytes(), name
+    old, new = (load_file(str(d / "unet" / "diffusion_pytorch_model.safetensors")) for d in (SHIPPED, tmp_path))
+    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    old_cfg, new_cfg = (json.loads((d / "unet" / "config.json").read_text()) for d in (SHIPPED, tmp_path))
+    assert {k: v for k, v in new_cfg.items() if k not in ("_diffusers_version", "_name_or_path")} == old_cfg
 
 
 def test_text_stack_of_the_older_layout_loads_and_saves_the_new_one(tmp_path):
@@ -108,6 +117,7 @@ def test_tiny_decoder_config_file_is_unchanged(tmp_path):
     cfg = TinyDecoderConfig(stage_channels=(16, 8), blocks_per_stage=(1, 1))
     TinyDecoder(cfg).save_pretrained(tmp_path / "dec")
     saved = json.loads((tmp_path / "dec" / "config.json").read_text())
+    assert saved.pop("_diffusers_version")
     assert saved == {"_class_name": "TinyDecoder", **json.loads(json.dumps(cfg.to_dict())),
                      "config_hash": sha256_json(cfg.to_dict())[:12]}
     assert TinyDecoder.from_pretrained(tmp_path / "dec").config == cfg

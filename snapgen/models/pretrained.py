@@ -150,11 +150,17 @@ class PretrainedMixin(ModelMixin, ConfigMixin):
         except (OSError, ValueError, RuntimeError) as e:  # safetensors' own errors for truncated or garbled files
             if isinstance(e, CorruptCheckpointError):
                 raise
-            raise CorruptCheckpointError(f"{cls.what} weights in '{d}' are unreadable (corrupted: truncated, not "
-                                         f"safetensors or of another shape): {e}") from e
+            raise CorruptCheckpointError(f"{cls.what} weights in '{d}' are unreadable or do not match {cls.config_name} "
+                                         f"(corrupted: truncated, not safetensors, or of another shape): {e}") from e
         bad = {k: info[k][:5] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs") if info[k]}
         if bad:
             raise CorruptCheckpointError(f"weights in '{d / WEIGHTS_NAME}' do not match {cls.config_name}: {bad}")
+        # diffusers leaves the parameters as views into the file's buffer, most of them not 64-byte aligned; CPU
+        # kernels then take other paths and outputs move by ~3e-8 (images would stop being bit-identical to the
+        # ones the committed scores come from). One copy each gives freshly allocated, aligned storage.
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                t.data = t.data.clone()
         return model.eval()
 
     @classmethod
