@@ -69,7 +69,7 @@ class SnapGenGenerator(Generator):
                 "checkpoint_sha256": (sha256_dir(self.path, ("*.safetensors", "*.json")) if self.path
                                       else self.weights_sha256),
                 "steps": self.steps, "guidance": self.guidance, "sampler": "euler (rectified flow)",
-                "shift": self.pipe.config.shift, "resolution": self.resolution, "negative_prompt": None,
+                "shift": self.pipe.pipeline_config.shift, "resolution": self.resolution, "negative_prompt": None,
                 "threads": self.threads, **self.pipe.protocol()}
 
 

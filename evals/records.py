@@ -14,7 +14,13 @@ from snapgen.io import sha256_json
 
 def bootstrap_ci(groups: dict[str, list[float]] | list[float], statistic: Callable[[dict], float] | None = None,
                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI, resampling prompts.
+    """Percentile bootstrap CI, resampling prompts: the project's one bootstrap (CLIP/ImageReward call it through
+    ``evals.metrics.clip_score.bootstrap_mean_ci``).
+
+    Not ``scipy.stats.bootstrap``: for a plain list it draws the same resamples from the same stream but takes the
+    percentile its own way (the upper bound can differ in the last bit), and for strata (``paired=False``) it draws
+    each stratum's block of resamples in turn where this draws per resample across strata, so committed CIs
+    would change; tests/test_bootstrap.py checks the two agree to 1e-12 on lists (docs/diffusers.md).
 
     ``groups``: a list of per-prompt scores (statistic = mean), or stratum -> per-prompt scores with a
     ``statistic`` over the resampled strata (e.g. GenEval's mean of task accuracies; resampling is

@@ -90,16 +90,11 @@ def tokenize_keep_eot(tokenizer, prompts: Sequence[str], context_length: int = 7
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (one value per resampling unit)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), float(values.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))  # (B, P)
-    means = values[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    """Percentile bootstrap CI of the mean of ``values`` (one value per resampling unit): the one shared
+    bootstrap, ``evals.records.bootstrap_ci`` (same stream and numbers as before, see docs/diffusers.md)."""
+    from evals.records import bootstrap_ci
+
+    return bootstrap_ci(list(np.asarray(values, dtype=np.float64)), n_boot=n_boot, seed=seed, level=level)
 
 
 def aggregate_rows(rows: Iterable[dict], keys: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
