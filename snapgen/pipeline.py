@@ -215,9 +215,10 @@ class SnapGenPipeline(DiffusionPipeline):
         seeds = list(range(n)) if seeds is None else seeds
         if len(seeds) != n:
             raise ValueError(f"{n} prompts but {len(seeds)} seeds")
-        scheduler = self.scheduler
+        scheduler, bar = self.scheduler, dict(getattr(self, "_progress_bar_config", {}))
         if shift and shift != scheduler.config.shift:
             self.scheduler = type(scheduler).from_config(scheduler.config, shift=shift)
+        self.set_progress_bar_config(**{**bar, "disable": True})     # the caller (the harness) shows its own
         try:
             outs = []
             for s in range(0, n, batch_size):
@@ -228,7 +229,7 @@ class SnapGenPipeline(DiffusionPipeline):
                          generator=[torch.Generator().manual_seed(int(k)) for k in seeds[sl]]).images
                 outs.append(self.decode(z).float().cpu())
         finally:
-            self.scheduler = scheduler
+            self.scheduler, self._progress_bar_config = scheduler, bar
         images = torch.cat(outs)
         return to_pil(images) if output == "pil" else images
 
