@@ -18,17 +18,10 @@ from snapgen.flow import euler_sample, interpolate, predict_x0, timestep_schedul
 from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
 from snapgen.models.unet import SnapGenUNet
 from snapgen.pipeline import SnapGenPipeline, flow_scheduler, set_flow_timesteps
+from test_sampling_parity import one_thread  # noqa: F401  (autouse: 1 torch thread)
 from test_sampling_parity import PROMPTS, SHIPPED, WORLD, pixels_sha, tiny_decoder_pipeline, vae_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
