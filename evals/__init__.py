@@ -12,8 +12,9 @@ def evaluate(benchmark: str, generator=None, images=None, **options):
     return _evaluate(benchmark, generator, images, **options)
 
 
-def benchmarks():
-    """Name -> registered benchmark (with its declared metrics)."""
+def list_benchmarks():
+    """Name -> registered benchmark (with its declared metrics). (Not ``evals.benchmarks``: that name is the
+    subpackage of the benchmark plugins.)"""
     from evals.api import benchmarks as _benchmarks
 
     return _benchmarks()

@@ -6,7 +6,7 @@ from evals.api import get_benchmark, options
 
 
 def test_registry_declares_metrics_and_rejects_unknown_names():
-    known = evals.benchmarks()
+    known = evals.list_benchmarks()
     assert list(known) == ["geneval", "dpg", "fid", "clip", "imagereward"]
     for b in known.values():
         assert b.metrics and all(m.higher_is_better in (True, False, None) and m.unit for m in b.metrics)
