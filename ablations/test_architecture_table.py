@@ -11,7 +11,7 @@ from ablations.variants import PRESETS, REGISTRY
 from snapgen.paths import results_root
 from snapgen.records import read_record, read_records, value
 
-REPEATS = int(os.environ.get("SNAPGEN_TABLE_REPEATS", "3"))
+REPEATS = int(os.environ.get("SNAPGEN_TABLE_REPEATS", "1"))   # CI time; committed records: `python -m ablations table --repeats 5`
 
 
 @pytest.fixture(scope="module")
