@@ -38,7 +38,7 @@ def test_training_puts_the_requested_objects_in_the_image(tmp_path):
     train(cfg, progress=False)
     trained = SnapGenPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     torch.manual_seed(0)
-    untrained = SnapGenPipeline(SnapGenUNet(trained.unet.config), trained.text, None, trained.config)
+    untrained = SnapGenPipeline(SnapGenUNet(trained.unet.config), trained.text, None, trained.pipeline_config)
     metas = all_metadata("colors", WorldConfig(), split="train")      # 30 training colour-shape bindings
     before, after = presence_rates(untrained, metas, 1), presence_rates(trained, metas, 1)
     print(f"requested object / colour present: untrained {before}, trained {after} ({STEPS} steps)")
