@@ -5,6 +5,7 @@ scored on held-out world prompts; one record per (twin, seed).
     python -m ablations.ladder --ladder t2i --seeds 0 1 2               # run (resumable: finished steps are skipped)
     torchrun --nproc_per_node 4 -m ablations.ladder --ladder t2i        # 4 processes share the jobs (job j -> rank j % 4)
     python -m ablations.ladder --ladder t2i --variants world-t2i-s4-ffn3 world-t2i-s5-mqa --steps 20 --fid-n 64
+    python -m ablations.ladder --ladder t2i --budget cpu                 # the 2-core CPU budget (see BUDGETS)
 
 A job is three resumable stages, each a separate process (so the same command runs on a laptop, a GPU box under
 ``torchrun``/``accelerate launch`` or a cluster, and ``ablations`` never imports ``evals``):
@@ -16,9 +17,15 @@ A job is three resumable stages, each a separate process (so the same command ru
 3. record: kind ``ablation``, ``<results>/ablation/<ladder>/<twin>-s<seed>.json``, with the twin's config hash,
    the budget, the training wall time and every quality score with its CI.
 
-The class-conditional ladder (``--ladder in256``) trains its twins on the world's 40 shape x colour classes;
-scoring class-conditional generators needs a label-driven generator in the evaluation harness, which does not
-exist yet, so that ladder stops after training and says so.
+The class-conditional ladder (``--ladder in256``) trains its twins on the world's 40 shape x colour classes and
+scores them, as the paper scores ImageNet, by FID alone: FID-world-class, generated images of uniformly drawn
+labels against fresh class-mode renders (``python -m evals.run fid --ref world`` with a class-conditional
+checkpoint). GenEval and DPG need prompts, so they are text-to-image only.
+
+Budgets (``--budget``): ``recipe`` is the world recipe's training (1900 steps, 30 min on 2 cores per job) scored
+with 2000 FID images, for a GPU box or a cluster; ``cpu`` is what a 2-core machine finishes in about 100 minutes
+per ladder with two 1-thread jobs at a time (240 steps, 256 FID images at 10 sampling steps). Any field can be
+overridden by its flag; the record keeps the budget it was run with.
 """
 from __future__ import annotations
 
@@ -32,12 +39,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ablations.twins import SCALE, TWINS, ladder_of
-from snapgen.cli import nonnegative_int, positive_float, positive_int
+from snapgen.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 
 # environment variables of torchrun / accelerate that must not leak into the job's own processes
 _LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
                  "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
                  "TORCHELASTIC_MAX_RESTARTS", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "ACCELERATE_MIXED_PRECISION")
+
+
+BENCHMARKS = {"t2i": ("geneval", "dpg", "fid"), "in256": ("fid",)}
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,15 @@ class Budget:
     fid_n: int = 2000                   # FID-world: generated images = held-out reference renders
     sample_steps: int = 20
     guidance: float = 3.0
+    benchmarks: tuple[str, ...] = ("geneval", "dpg", "fid")  # the ladder's subset of BENCHMARKS[ladder] is scored
+    name: str = "recipe"
+
+
+# PAPER-UNKNOWN: the paper trains each ablation step on ImageNet-256 for an unstated budget; "recipe" is our world
+# recipe per twin, "cpu" is sized so a 2-core machine runs one ladder (8 rungs x 3 seeds) in about 100 minutes.
+BUDGETS = {"recipe": Budget(),
+           "cpu": Budget(steps=240, warmup=24, threads=1, fid_n=256, sample_steps=10, benchmarks=("geneval", "fid"),
+                         name="cpu")}
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,9 @@ class Paths:
 
     def record(self, job: Job) -> Path:
         return self.results / job.ladder / f"{job.name}.json"
+
+    def images(self, job: Job) -> Path:
+        return self.root / job.ladder / "images"       # shared by the jobs of a ladder (one reference folder)
 
 
 def jobs(ladder: str, seeds: list[int], variants: list[str] | None = None) -> list[Job]:
@@ -129,17 +151,19 @@ def train(job: Job, b: Budget, paths: Paths) -> Path:
     return run
 
 
-def score(job: Job, b: Budget, run: Path) -> dict[str, Path]:
-    """The evaluation records of a text-to-image twin (each skipped when it exists)."""
+def score(job: Job, b: Budget, run: Path, images: Path | None = None) -> dict[str, Path]:
+    """The evaluation records of a twin (each skipped when it exists): the budget's benchmarks that apply to the
+    ladder (GenEval/DPG/FID-world on held-out prompts for text-to-image; FID-world-class for the class ladder)."""
     pipe, out = run / "pipeline", run / "eval"
     common = ["--ckpt", str(pipe), "--threads", str(b.threads), "--steps", str(b.sample_steps), "--guidance",
-              str(b.guidance), "--no-progress", "--images-root", str(run / "images")]
+              str(b.guidance), "--no-progress", "--images-root", str(images or run / "images")]
     world = ["--world-prompts-per-tag", str(b.prompts_per_tag)]
     todo = {"geneval": ["geneval", *common, *world, "--n-per-prompt", str(b.n_per_prompt)],
             "dpg": ["dpg", *common, *world, "--n-per-prompt", str(b.n_per_prompt)],
             "fid": ["fid", *common, "--ref", "world", "--n", str(b.fid_n)]}
     records = {}
-    for bench, args in todo.items():
+    for bench in [x for x in b.benchmarks if x in BENCHMARKS[job.ladder]]:
+        args = todo[bench]
         records[bench] = out / f"{bench}.json"
         if not records[bench].exists():
             _run([sys.executable, "-m", "evals.run", *args, "--out", str(records[bench])], run / "ladder.log", b.threads)
@@ -181,7 +205,8 @@ def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
                 scores[k] = s
     protocol = {"ladder": job.ladder, "twin": job.twin, "full_size": twin.paper["full_size"], "parent": twin.parent,
                 "config_hash": twin.config.hash, "seed": job.seed, "budget": asdict(b), "scale": SCALE,
-                "prompts": {"split": "heldout"}}
+                "prompts": {"split": "heldout"} if job.ladder == "t2i" else
+                {"split": "in_distribution", "note": "class-conditional: the 40 training classes, fresh draws"}}
     units = {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])} if "geneval" in evals else {}
     details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources, "units": units,
                "train_config": json.loads((run / "train_config.json").read_text()).get("unet_config")}
@@ -194,11 +219,25 @@ def run_job(job: Job, b: Budget, paths: Paths) -> Path | None:
     if paths.record(job).exists():
         return paths.record(job)
     run = train(job, b, paths)
-    if job.ladder != "t2i":
-        print(f"{job.name}: trained ({run}); scoring class-conditional twins is not supported yet", flush=True)
-        return None
-    rec = job_record(job, b, run, score(job, b, run))
+    rec = job_record(job, b, run, score(job, b, run, paths.images(job)))
     return write_record(paths.record(job), rec)
+
+
+def budget_from_args(a) -> Budget:
+    """The named budget with every flag that was given applied (a changed budget keeps the preset's name + "*")."""
+    from dataclasses import replace
+
+    base = BUDGETS[a.budget]
+    fields = {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "warmup": a.warmup, "threads": a.threads,
+              "n_per_prompt": a.n_per_prompt, "prompts_per_tag": a.prompts_per_tag, "fid_n": a.fid_n,
+              "sample_steps": a.sample_steps, "guidance": a.guidance,
+              "benchmarks": tuple(a.benchmarks) if a.benchmarks else None}
+    changed = {k: v for k, v in fields.items() if v is not None and v != getattr(base, k)}
+    b = replace(base, **changed, name=base.name + ("*" if changed else ""))
+    if not [x for x in b.benchmarks if x in BENCHMARKS[a.ladder]]:
+        raise ValueError(f"--benchmarks {' '.join(b.benchmarks)}: none applies to the {a.ladder} ladder "
+                         f"(it is scored by {', '.join(BENCHMARKS[a.ladder])})")
+    return replace(b, warmup=min(b.warmup, b.steps))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,20 +248,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ladder", choices=("t2i", "in256"), default="t2i")
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], help="training seeds (>= 3 for tables)")
     p.add_argument("--variants", nargs="+", default=None, help="only these twins (default: every rung)")
-    p.add_argument("--steps", type=positive_int, default=Budget.steps)
-    p.add_argument("--batch-size", type=positive_int, default=Budget.batch_size)
-    p.add_argument("--lr", type=positive_float, default=Budget.lr)
-    p.add_argument("--warmup", type=nonnegative_int, default=Budget.warmup)
-    p.add_argument("--threads", type=positive_int, default=Budget.threads, help="torch threads per job")
-    p.add_argument("--n-per-prompt", type=positive_int, default=Budget.n_per_prompt)
-    p.add_argument("--prompts-per-tag", type=positive_int, default=Budget.prompts_per_tag)
-    p.add_argument("--fid-n", type=positive_int, default=Budget.fid_n)
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="recipe", help="named budget (the flags below "
+                   "override its fields): recipe = the world recipe per twin (GPU / cluster), cpu = 2-core machine")
+    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--warmup", type=nonnegative_int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per job")
+    p.add_argument("--n-per-prompt", type=positive_int, default=None, help="GenEval / DPG images per prompt")
+    p.add_argument("--prompts-per-tag", type=positive_int, default=None)
+    p.add_argument("--fid-n", type=positive_int, default=None, help="FID generated images = reference renders")
+    p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps of every evaluation")
+    p.add_argument("--guidance", type=nonnegative_float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--benchmarks", nargs="+", choices=("geneval", "dpg", "fid"), default=None,
+                   help="which evaluations score each twin (those that apply to the ladder)")
     p.add_argument("--runs", type=Path, default=Path("runs/ladder"), help="checkpoints, images, per-benchmark records")
     p.add_argument("--results", type=Path, default=None, help="ablation records (default <results>/ablation)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
     a = p.parse_args(argv)
-    b = Budget(a.steps, a.batch_size, a.lr, min(a.warmup, a.steps), a.threads, a.n_per_prompt, a.prompts_per_tag,
-               a.fid_n)
+    b = budget_from_args(a)
     paths = Paths(a.runs, a.results or results_dir("ablation"))
     todo = jobs(a.ladder, a.seeds, a.variants)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -46,6 +46,7 @@ class SnapGenGenerator(Generator):
         self.guidance = self.pipe.config.guidance if guidance is None else guidance
         self.resolution = self.pipe.config.resolution
         self.domain = _domain(path)
+        self.class_conditional = _cond(self.pipe) == "class"
         self.name = f"snapgen:{path}"
 
     @classmethod
@@ -57,11 +58,20 @@ class SnapGenGenerator(Generator):
         self.steps = steps or pipe.config.steps
         self.guidance = pipe.config.guidance if guidance is None else guidance
         self.resolution, self.domain = pipe.config.resolution, "generic"
+        self.class_conditional = _cond(pipe) == "class"
         self.weights_sha256 = _module_sha256(pipe.unet)
         self.name = f"snapgen-in-memory-{self.weights_sha256[:12]}"
         return self
 
     def generate(self, prompts, seeds, metadata=None):
+        if self.class_conditional:
+            labels = [m.get("label") for m in metadata or [{}] * len(prompts)]
+            if any(x is None for x in labels):
+                raise ValueError(f"{self.name} is class-conditional: only benchmarks that give class labels can score "
+                                 "it (`python -m evals.run fid --ref world`: FID-world-class); GenEval, DPG and CLIP "
+                                 "score need a text-to-image checkpoint")
+            return self.pipe.generate(None, seeds, class_labels=labels, steps=self.steps, guidance=self.guidance,
+                                      batch_size=self.batch_size)
         return self.pipe.generate(prompts, seeds, steps=self.steps, guidance=self.guidance, batch_size=self.batch_size)
 
     def protocol(self):
@@ -85,9 +95,15 @@ def _module_sha256(module: torch.nn.Module) -> str:
 
 def _domain(path: Path) -> str:
     cfg = path.parent / "train_config.json"
-    if cfg.exists() and json.loads(cfg.read_text()).get("data") == "world":
+    if cfg.exists() and json.loads(cfg.read_text()).get("data") in ("world", "world-class"):
         return "world"
     return "generic"
+
+
+def _cond(pipe) -> str:
+    """The U-Net's conditioning: "text" or "class"."""
+    cfg = pipe.unet.config
+    return getattr(cfg, "cond", None) or (cfg.get("cond") if hasattr(cfg, "get") else None) or "text"
 
 
 class DiffusersGenerator(Generator):

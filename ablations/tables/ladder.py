@@ -4,8 +4,9 @@ Quality is GenEval-world overall on held-out prompts. Its 95% CI includes seed-t
 bootstrap resamples training seeds, then prompts within each task of every drawn seed (the overall is the mean
 over tasks of the mean over prompts, averaged over seeds). The paired difference to the parent rung uses the
 same prompts and sampling seeds: per training seed the per-prompt differences, resampled the same way; the
-p-value is two-sided from the bootstrap distribution. FID-world is reported as the mean over seeds with a
-bootstrap-over-seeds interval. The paper's direction of each step (SPEC.md section 7, ImageNet-256 FID) stands
+p-value is two-sided from the bootstrap distribution. FID-world is the mean over seeds with a t-interval over
+seeds, and its paired difference is taken per training seed (t-interval, one-sample t-test); the class ladder is
+scored by FID alone, as the paper's ImageNet ablation is. The paper's direction of each step (SPEC.md section 7, ImageNet-256 FID) stands
 beside ours with a "same direction?" column.
 """
 from __future__ import annotations
@@ -83,48 +84,93 @@ def _cost(root: Path, full_size: str) -> dict:
             "cpu_ms": s[lat]["value"] if lat else None, "cpu_key": lat}
 
 
+def t_interval(values: list[float]) -> tuple[float, tuple[float, float] | None, float | None]:
+    """(mean, 95% t-interval, two-sided one-sample t-test p against 0) of per-seed values: with 3 seeds a
+    bootstrap over seeds has only 10 distinct resamples and is too narrow, the t-interval is not."""
+    from scipy import stats
+
+    x = np.asarray(values, float)
+    if len(x) < 2:
+        return float(x.mean()), None, None
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    p = float(stats.ttest_1samp(x, 0.0).pvalue) if x.std(ddof=1) > 0 else (0.0 if x.mean() != 0 else 1.0)
+    return float(x.mean()), (float(x.mean() - half), float(x.mean() + half)), p
+
+
+def _fid(rec: dict) -> float | None:
+    return next((v["value"] for k, v in rec["scores"].items() if k.startswith("fid")), None)
+
+
+def _ci(point, ci, spec=".3f") -> str:
+    return "—" if point is None else _fmt(point, spec) + (f" [{_fmt(ci[0], spec)}, {_fmt(ci[1], spec)}]" if ci else "")
+
+
+def _judge(direction: int | None, diff: float | None, ci) -> str:
+    """Our paired change (signed so that + is better) against the paper's direction."""
+    if direction is None or diff is None or ci is None:
+        return "—"
+    if ci[0] <= 0 <= ci[1]:
+        return "yes" if direction == 0 else "not significant"
+    return "yes" if np.sign(diff) == direction else "no"
+
+
 def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
     from ablations.twins import TWINS, ladder_of
 
     recs = load(root, f"ablation/{ladder}", "ablation", allow_dirty, f"results/tables/ladder_{ladder}.md")
     dirty = {Path(p).stem for p in dirty_records(recs)}
     by_twin = _by_twin(recs)
+    t2i = ladder == "t2i"
+    budgets = sorted({r["protocol"].get("budget", {}).get("name", "?") for r in recs.values()})
     lines = [f"# Ablation ladder, {ladder} (generated from results/ablation/{ladder}/*.json; do not edit)", "",
-             "Cost: the full-size variant (architecture records). Quality: its world-scale twin (ablations/twins.py),",
-             "every twin with the same budget and seeds, GenEval-world overall on held-out prompts; 95% CI by a",
-             "bootstrap over training seeds and prompts; Δ parent: paired difference (same prompts and sampling seeds)",
-             "with its CI and two-sided p. Paper: the step's published quality change (ImageNet 256 FID).", "",
-             "| rung | params (M) | GFLOPs | CPU ms | seeds | GenEval-world | 95% CI | Δ parent | Δ 95% CI | p | "
-             "FID-world | paper | same direction? |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|"]
-    missing = []
+             "Cost: the full-size variant (architecture records; CPU ms at the resolution of its key). Quality: its",
+             "world-scale twin (ablations/twins.py), every twin with the same budget, data order and seeds.",
+             *(["GenEval-world: overall on held-out prompts, 95% CI by a bootstrap over training seeds and prompts;",
+                "Δ GenEval: paired difference to the parent rung (same prompts and sampling seeds), its CI and p."]
+               if t2i else []),
+             f"FID-world{'' if t2i else '-class'}: mean over seeds with a 95% t-interval over seeds; Δ FID: paired by "
+             "seed (child - parent; negative = better), t-interval and p.",
+             "Paper: the step's published quality change (ImageNet 256 FID); \"same direction?\" compares it with our",
+             "Δ FID (\"not significant\": our CI contains 0).", "",
+             f"Budget(s): {', '.join(budgets) if budgets else '—'} (see each record's protocol.budget).", ""]
+    head = ["rung", "params (M)", "GFLOPs", "CPU ms", "seeds"]
+    head += ["GenEval-world [95% CI]", "Δ GenEval [95% CI]", "p"] if t2i else []
+    head += ["FID-world [95% CI]", "Δ FID [95% CI]", "p", "paper", "same direction?"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---"] * 2) + "|"]
+    missing, disagree = [], []
     for t in TWINS:
         full = t.paper["full_size"]
         if ladder_of(full) != ladder:
             continue
         seeds = by_twin.get(t.name, {})
         cost = _cost(root, full)
+        cpu = _fmt(cost.get("cpu_ms"), ".0f") + (f" ({cost['cpu_key'].rsplit('_', 1)[-1]})" if cost.get("cpu_key") else "")
+        gfl = _fmt(cost.get("gflops"), ".0f") + (f" ({cost['gflops_key'].split('_')[-1]} px)" if cost.get("gflops") else "")
         row = [f"{t.name}{'*' if any(f'{t.name}-s{s}' in dirty for s in seeds) else ''}",
-               _fmt(cost.get("params") and cost["params"] / 1e6, ".1f"), _fmt(cost.get("gflops"), ".1f"),
-               _fmt(cost.get("cpu_ms"), ".1f"), str(len(seeds))]
+               _fmt(cost.get("params") and cost["params"] / 1e6, ".0f"), gfl, cpu, str(len(seeds))]
         if not seeds:
             missing.append(t.name)
-            lines.append("| " + " | ".join(row + ["—"] * 8) + " |")
+            lines.append("| " + " | ".join(row + ["—"] * (len(head) - len(row))) + " |")
             continue
-        units = [seeds[s]["details"]["units"]["geneval_overall"] for s in sorted(seeds)]
-        point, ci, _ = hierarchical_ci(units)
-        fids = [next((v["value"] for k, v in seeds[s]["scores"].items() if k.startswith("fid")), None) for s in sorted(seeds)]
-        fid = float(np.mean(fids)) if all(f is not None for f in fids) else None
-        diff, dci, p = _vs_parent(seeds, by_twin.get(t.parent or "", {}))
+        parent = by_twin.get(t.parent or "", {})
+        if t2i:
+            units = [seeds[s]["details"]["units"]["geneval_overall"] for s in sorted(seeds)]
+            point, ci, _ = hierarchical_ci(units)
+            diff, dci, p = _vs_parent(seeds, parent)
+            row += [_ci(point, ci), _ci(diff, dci, "+.3f"), _fmt(p, ".3f")]
+        fids = [_fid(seeds[s]) for s in sorted(seeds)]
+        fid, fci, _ = t_interval(fids) if None not in fids else (None, None, None)
+        shared = [s for s in sorted(set(seeds) & set(parent)) if _fid(seeds[s]) is not None and _fid(parent[s]) is not None]
+        fd, fdci, fp = t_interval([_fid(seeds[s]) - _fid(parent[s]) for s in shared]) if shared else (None, None, None)
         direction, text = PAPER_DIRECTION.get(_step_key(full) or "", (None, "—"))
-        same = "—" if direction is None or diff is None else (
-            "yes" if (direction == 0 and dci[0] <= 0 <= dci[1]) or (direction != 0 and np.sign(diff) == direction
-                                                                   and not dci[0] <= 0 <= dci[1])
-            else "not significant" if dci[0] <= 0 <= dci[1] else "no")
-        row += [_fmt(point), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", _fmt(diff, "+.3f"),
-                f"[{_fmt(dci[0], '+.3f')}, {_fmt(dci[1], '+.3f')}]" if dci else "—", _fmt(p, ".3f"),
-                _fmt(fid, ".1f"), text, same]
+        same = _judge(direction, None if fd is None else -fd, None if fdci is None else (-fdci[1], -fdci[0]))
+        if same == "no":
+            disagree.append(t.name)
+        row += [_ci(fid, fci, ".1f"), _ci(fd, fdci, "+.1f"), _fmt(fp, ".3f"), text, same]
         lines.append("| " + " | ".join(row) + " |")
+    if disagree:
+        lines += ["", f"Where this CPU-scale ladder disagrees with the paper (significant change in the other "
+                      f"direction): {', '.join(disagree)}."]
     if missing:
         lines += ["", f"Rungs without quality records yet: {', '.join(missing)} "
                       f"(`python -m ablations ladder --ladder {ladder}`)."]

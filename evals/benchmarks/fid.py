@@ -150,29 +150,41 @@ def _dataset_split(split: str) -> str:
 
 
 def world_reference(root: str | Path, n: int, seed: int = WORLD_REF_SEED, resolution: int = 32,
-                    progress: bool = True, split: str = "heldout") -> Path:
-    """Ground-truth renders ``WorldDataset(seed, split)[0..n)`` as ``NNNNN.png`` (cached, resumable); their
-    scenes are fresh draws (seed != training's) of the split's compositions."""
+                    progress: bool = True, split: str = "heldout", mode: str = "text") -> Path:
+    """Ground-truth renders ``WorldDataset(seed, split, mode)[0..n)`` as ``NNNNN.png`` (cached, resumable); their
+    scenes are fresh draws (seed != training's) of the split's compositions (``mode="class"``: of the 40
+    shape x colour classes, uniform)."""
     from tqdm import tqdm
 
     from snapgen.data.world import WorldConfig, WorldDataset, render
     from snapgen.io import atomic_save_image
 
     cfg = WorldConfig(resolution=resolution)
-    folder = Path(root) / "fid_ref" / f"world{resolution}-{split}-seed{seed}-n{n}"
-    ds = WorldDataset(cfg, seed, n, split=_dataset_split(split))
+    name = f"world{resolution}-{split}-seed{seed}-n{n}" if mode == "text" else f"world{resolution}-class-seed{seed}-n{n}"
+    folder = Path(root) / "fid_ref" / name
+    ds = WorldDataset(cfg, seed, n, split=_dataset_split(split), mode=mode)
     todo = [i for i in range(n) if not (folder / f"{i:05d}.png").exists()]
     for i in tqdm(todo, desc="world reference", unit="img", disable=not progress or not todo):
         atomic_save_image(folder / f"{i:05d}.png", render(ds.sample(i)[0], cfg)[0])
     return folder
 
 
-def world_captions(n: int, seed: int = WORLD_REF_SEED, resolution: int = 32, split: str = "heldout") -> list[dict]:
-    """Metadata (GenEval format, with "prompt") of the first ``n`` world scenes of ``split``."""
-    from snapgen.data.world import WorldConfig, WorldDataset
+def world_captions(n: int, seed: int = WORLD_REF_SEED, resolution: int = 32, split: str = "heldout",
+                   mode: str = "text") -> list[dict]:
+    """Metadata (GenEval format, with "prompt") of the first ``n`` world scenes of ``split``; ``mode="class"``
+    adds each scene's class ``label`` (what a class-conditional generator is asked for)."""
+    from snapgen.data.world import WorldConfig, WorldDataset, binding_to_label
 
-    ds = WorldDataset(WorldConfig(resolution=resolution), seed, n, split=_dataset_split(split))
-    return [ds.sample(i)[1] for i in range(n)]
+    ds = WorldDataset(WorldConfig(resolution=resolution), seed, n, split=_dataset_split(split), mode=mode)
+    metas = [ds.sample(i)[1] for i in range(n)]
+    if mode == "class":
+        metas = [{**m, "label": binding_to_label(m["include"][0]["class"], m["include"][0]["color"])} for m in metas]
+    return metas
+
+
+def world_mode(gen) -> str:
+    """"class" for a class-conditional world generator (FID-world-class), else "text"."""
+    return "class" if getattr(gen, "class_conditional", False) else "text"
 
 
 # ----------------------------------------------------------------------------- run
@@ -209,7 +221,10 @@ def _prompts(args, gen) -> tuple[list[str], list[dict] | None, str, int]:
         raise ValueError("--captions FILE (one caption per line, e.g. 30K COCO val2014 captions) is required to "
                          "generate FID images with a non-world generator")
     n = min(args.n or DEFAULT_WORLD_N, args.limit or 10**12)
-    meta = world_captions(n, args.world_seed, gen.resolution, args.world_split)
+    mode = world_mode(gen)
+    meta = world_captions(n, args.world_seed, gen.resolution, args.world_split, mode)
+    if mode == "class":    # the 40 training classes, fresh draws: there is no held-out class
+        return [m["prompt"] for m in meta], meta, f"world-class:WorldDataset(seed={args.world_seed}, mode=class)", n
     return [m["prompt"] for m in meta], meta, f"world:{args.world_split}:WorldDataset(seed={args.world_seed})", n
 
 
@@ -224,8 +239,14 @@ def _reference(args, gen, folder: Path, n_gen: int | None) -> tuple[str, dict]:
 
     res = _world_resolution(args, gen)
     n_ref = args.n_ref or n_gen or len(list_images(folder))
+    mode = world_mode(gen)
     folder = world_reference(args.images_root, n_ref, args.world_seed, res, progress=not args.no_progress,
-                             split=args.world_split)
+                             split=args.world_split, mode=mode)
+    if mode == "class":
+        return str(folder), {"ref": "world", "mode": "class", "world_seed": args.world_seed, "resolution": res,
+                             "n_ref": n_ref, "split": "in_distribution",
+                             "dataset": "snapgen.data.world.WorldDataset renders (mode=class: 40 shape x colour "
+                                        "classes, uniform)"}
     return str(folder), {"ref": "world", "world_seed": args.world_seed, "resolution": res, "n_ref": n_ref,
                          "split": args.world_split,
                          "dataset": f"snapgen.data.world.WorldDataset renders ({args.world_split} compositions)"}
@@ -256,7 +277,8 @@ class FID(Benchmark):
             jobs = flat_jobs(prompts, meta, folder, n_images, args.seed)
         else:
             folder, n_images = Path(args.images), None
-        tag = args.tag or (f"world{_world_resolution(args, gen)}" if args.ref == "world" else None)
+        tag = args.tag or (f"world{'class' if world_mode(gen) == 'class' else ''}{_world_resolution(args, gen)}"
+                           if args.ref == "world" else None)
         name = f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}"
         gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
         info = {"ref": args.ref, "n": n_images, "tag": tag, "prompts": source, "generator": gen_protocol}
@@ -322,7 +344,8 @@ def _protocol(args, gen_protocol, gen, folder, prompts, meta, source, result, re
     return {"sampler": sampler, "generator": generator, "images_per_prompt": 1 if gen else None,
             "seed_scheme": "sha256(prompt_index, cycle_index, base_seed)", "base_seed": args.seed,
             "prompt_source": source, "limit": args.limit, "images_dir": display(folder),
-            "prompts": prompts_card(args.world_split if (source or "").startswith("world:") else "user",
+            "prompts": prompts_card(args.world_split if (source or "").startswith("world:") else
+                                    "in_distribution" if (source or "").startswith("world-class:") else "user",
                                     len(prompts) if prompts else 0, source),
             "prompt_set_sha256": prompt_set_hash(meta if meta is not None else prompts) if gen else None,
             "resolution": gen.resolution if gen else None, "save_size": args.save_size, "tag": tag,
