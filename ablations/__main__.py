@@ -39,9 +39,11 @@ def cmd_ls(a) -> int:
         return twins_main(["--json"] if a.json else [])
     rows = [_summary(v, a.json or a.costs) for v in REGISTRY]
     if a.json:                                  # full-size variants, then their world-scale twins
+        from ablations.quality import twin_quality
         from ablations.twins import TWINS, summary
 
-        print(json.dumps(rows + [summary(t) for t in TWINS], indent=2))
+        quality = twin_quality()
+        print(json.dumps(rows + [summary(t, quality) for t in TWINS], indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:

@@ -81,7 +81,9 @@ def build_twins(source: Registry = REGISTRY) -> Registry:
 TWINS = build_twins()
 
 
-def summary(v: Variant) -> dict:
+def summary(v: Variant, quality: dict | None = None) -> dict:
+    """The twin's JSON row; ``quality`` (from ``ablations.quality.twin_quality``) adds its measured quality
+    (FID-world and GenEval-world: value, 95% CI, seeds) when it has ablation records."""
     import torch
 
     from snapgen.models.unet import SnapGenUNet
@@ -90,16 +92,20 @@ def summary(v: Variant) -> dict:
         params = sum(p.numel() for p in SnapGenUNet(v.config).parameters())
     return {"name": v.name, "parent": v.parent, "full_size": v.paper["full_size"], "ladder": ladder_of(v.paper["full_size"]),
             "note": v.note, "params": params, "resolution": v.resolution, "config_hash": v.config.hash,
-            "scale": SCALE}
+            "scale": SCALE, **({"quality": quality[v.name]} if quality and v.name in quality else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ablations.twins", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="one JSON list: name, parent, full_size, ladder, params, scale")
+    p.add_argument("--json", action="store_true", help="one JSON list: name, parent, full_size, ladder, params, scale "
+                   "and, for twins with ladder records, quality (FID-world / GenEval-world: value, ci95, seeds)")
     p.add_argument("--ladder", choices=tuple(LADDERS), default=None, help="only one ladder")
     a = p.parse_args(argv)
-    rows = [summary(v) for v in TWINS if a.ladder is None or ladder_of(v.paper["full_size"]) == a.ladder]
+    from ablations.quality import twin_quality
+
+    quality = twin_quality()
+    rows = [summary(v, quality) for v in TWINS if a.ladder is None or ladder_of(v.paper["full_size"]) == a.ladder]
     if a.json:
         print(json.dumps(rows, indent=2))
         return 0

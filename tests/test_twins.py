@@ -1,5 +1,6 @@
 """World-scale twins: one scaling rule, each twin differs from its parent's twin by exactly the paper's change."""
 import json
+import pytest
 
 from ablations.registry import config_diff
 from ablations.twins import TWINS, ladder_of, main, twin_name, world_twin
@@ -68,3 +69,26 @@ def test_ladder_jobs_shard_by_rank_and_children_do_not_inherit_the_launcher(monk
 
     with pytest.raises(ValueError, match="not a twin of the t2i ladder"):
         jobs("t2i", [0], ["world-in256-s5-mqa"])
+
+
+def test_ls_json_carries_quality_of_twins_with_records(tmp_path, monkeypatch, capsys):
+    from ablations.__main__ import main as ablations_main
+    from snapgen.records import make_record, score, write_record
+
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    units = {"colors": {"0": 1.0, "1": 0.5}, "position": {"0": 0.0, "1": 0.5}}
+    for seed, fid in enumerate((120.0, 124.0, 119.0)):
+        rec = make_record("ablation", f"world-snapgen-t2i-s{seed}",
+                          {"ladder": "t2i", "twin": "world-snapgen-t2i", "seed": seed},
+                          {"geneval_overall": score(0.5, None, 4, True, "fraction"),
+                           "fid_world32": score(fid, None, 256, False, "FID")},
+                          {"units": {"geneval_overall": units}}, {"threads": 1, "git_commit": "abc", "versions": {}})
+        write_record(tmp_path / "ablation" / "t2i" / f"world-snapgen-t2i-s{seed}.json", rec)
+    assert ablations_main(["ls", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    q = rows["world-snapgen-t2i"]["quality"]
+    assert q["fid_world32"]["seeds"] == 3 and q["fid_world32"]["value"] == pytest.approx(121.0)
+    lo, hi = q["fid_world32"]["ci95"]
+    assert lo < 121.0 < hi and hi - lo > 2 * 2.6                      # t-interval over 3 seeds (sd 2.65)
+    assert q["geneval_overall"]["value"] == pytest.approx(0.5) and q["geneval_overall"]["seeds"] == 3
+    assert "quality" not in rows["world-t2i-baseline"]
