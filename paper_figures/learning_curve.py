@@ -16,7 +16,7 @@ def plot(record: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = record["points"]
+    pts = record["points"] if "points" in record else record["details"]["points"]   # schema 1 or the envelope
     steps = [p["step"] for p in pts]
     minutes = [(p["train_wall_s"] or 0) / 60 for p in pts]
     g = [p["geneval_overall"] for p in pts]
