@@ -223,6 +223,28 @@ def run_job(job: Job, b: Budget, paths: Paths) -> Path | None:
     return write_record(paths.record(job), rec)
 
 
+def write_reports(ladder: str, paths: Paths, report_root: Path, seed: int = 0, thumb: int = 128) -> list[Path]:
+    """Per rung, the compare report (``python -m evals.run report CHILD PARENT``) of the twin's GenEval record
+    against its parent's, for training seed ``seed``: per-task paired differences and the prompts whose verdict
+    flipped, with both images. Written to ``report_root/ladder_<ladder>/<twin>/index.html`` (the ladder table
+    links to it); rungs whose own or parent's record is missing are skipped."""
+    out = []
+    for job in jobs(ladder, [seed]):
+        twin = TWINS.get(job.twin)
+        if not twin.parent:
+            continue
+        child = paths.run(job) / "eval" / "geneval.json"
+        parent = paths.run(Job(twin.parent, seed, ladder)) / "eval" / "geneval.json"
+        if not (child.exists() and parent.exists()):
+            continue
+        folder = report_root / f"ladder_{ladder}" / job.twin
+        cmd = [sys.executable, "-m", "evals.run", "report", str(child), str(parent), "--out", str(folder), "--thumb",
+               str(thumb), "--title", f"{job.twin} vs {twin.parent} (seed {seed}, GenEval-world, held-out)"]
+        _run(cmd, paths.root / ladder / "reports.log", 1)
+        out.append(folder / "index.html")
+    return out
+
+
 def budget_from_args(a) -> Budget:
     """The named budget with every flag that was given applied (a changed budget keeps the preset's name + "*")."""
     from dataclasses import replace
@@ -265,9 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/ladder"), help="checkpoints, images, per-benchmark records")
     p.add_argument("--results", type=Path, default=None, help="ablation records (default <results>/ablation)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
+    p.add_argument("--reports", action="store_true", help="write the compare report of every rung against its parent "
+                   "(GenEval, seed of --report-seed) under <results>/reports/ladder_<ladder>/ and exit")
+    p.add_argument("--report-seed", type=nonnegative_int, default=0)
     a = p.parse_args(argv)
     b = budget_from_args(a)
     paths = Paths(a.runs, a.results or results_dir("ablation"))
+    if a.reports:
+        from snapgen.paths import results_root
+
+        written = write_reports(a.ladder, paths, results_root() / "reports", a.report_seed)
+        print("\n".join(str(w) for w in written) or "no rung has both its and its parent's GenEval record yet")
+        return 0
     todo = jobs(a.ladder, a.seeds, a.variants)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     mine = [j for i, j in enumerate(todo) if i % world == rank]

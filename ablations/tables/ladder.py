@@ -131,7 +131,8 @@ def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
              f"FID-world{'' if t2i else '-class'}: mean over seeds with a 95% t-interval over seeds; Δ FID: paired by "
              "seed (child - parent; negative = better), t-interval and p.",
              "Paper: the step's published quality change (ImageNet 256 FID); \"same direction?\" compares it with our",
-             "Δ FID (\"not significant\": our CI contains 0).", "",
+             "Δ FID (\"not significant\": our CI contains 0). A linked rung opens its compare report against the parent",
+             "(seed 0: per-task paired differences and the prompts whose verdict flipped, with both images).", "",
              f"Budget(s): {', '.join(budgets) if budgets else '—'} (see each record's protocol.budget).", ""]
     head = ["rung", "params (M)", "GFLOPs", "CPU ms", "seeds"]
     head += ["GenEval-world [95% CI]", "Δ GenEval [95% CI]", "p"] if t2i else []
@@ -146,7 +147,9 @@ def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
         cost = _cost(root, full)
         cpu = _fmt(cost.get("cpu_ms"), ".0f") + (f" ({cost['cpu_key'].rsplit('_', 1)[-1]})" if cost.get("cpu_key") else "")
         gfl = _fmt(cost.get("gflops"), ".0f") + (f" ({cost['gflops_key'].split('_')[-1]} px)" if cost.get("gflops") else "")
-        row = [f"{t.name}{'*' if any(f'{t.name}-s{s}' in dirty for s in seeds) else ''}",
+        report = root / "reports" / f"ladder_{ladder}" / t.name / "index.html"
+        label = f"[{t.name}](../reports/ladder_{ladder}/{t.name}/index.html)" if report.exists() else t.name
+        row = [f"{label}{'*' if any(f'{t.name}-s{s}' in dirty for s in seeds) else ''}",
                _fmt(cost.get("params") and cost["params"] / 1e6, ".0f"), gfl, cpu, str(len(seeds))]
         if not seeds:
             missing.append(t.name)
