@@ -243,6 +243,10 @@ def evaluate(benchmark: str, generator: Any = None, images: Any = None, *, out: 
 
         torch.set_num_threads(ns.threads)
         ns.generator_object.threads = torch.get_num_threads()
+    if ns.generator_object is not None:
+        from evals.benchmarks.common import apply_inference_options
+
+        apply_inference_options(ns.generator_object, ns)
     return evaluate_args(bench, ns, write=write)
 
 

@@ -28,6 +28,12 @@ class Generator:
     domain: str = "generic"          # "world" selects the synthetic world's prompts and exact backends
     resolution: int
     threads: int | None = None       # torch CPU threads used to generate (recorded; part of the image cache key)
+    inference = None                 # evals.inference.InferenceOptions of pipelines (None: not applicable)
+
+    def set_inference(self, opts) -> None:
+        """Precision / memory format / compile (``evals.inference``); only pipeline generators support them."""
+        if not opts.is_default:
+            raise ValueError(f"--dtype/--channels-last/--compile: {self.name} is not a pipeline, they do not apply")
 
     def generate(self, prompts: list[str], seeds: list[int], metadata: list[dict] | None = None) -> list[Image.Image]:
         raise NotImplementedError
@@ -63,7 +69,22 @@ class SnapGenGenerator(Generator):
         self.name = f"snapgen-in-memory-{self.weights_sha256[:12]}"
         return self
 
+    def set_inference(self, opts) -> None:
+        from evals.inference import apply
+
+        apply(self.pipe, opts)
+        self.inference = opts
+
+    def _autocast(self):
+        import contextlib
+
+        return self.inference.autocast("cpu") if self.inference is not None else contextlib.nullcontext()
+
     def generate(self, prompts, seeds, metadata=None):
+        with self._autocast():
+            return self._generate(prompts, seeds, metadata)
+
+    def _generate(self, prompts, seeds, metadata=None):
         if self.class_conditional:
             labels = [m.get("label") for m in metadata or [{}] * len(prompts)]
             if any(x is None for x in labels):
@@ -80,7 +101,13 @@ class SnapGenGenerator(Generator):
                                       else self.weights_sha256),
                 "steps": self.steps, "guidance": self.guidance, "sampler": "euler (rectified flow)",
                 "shift": self.pipe.pipeline_config.shift, "resolution": self.resolution, "negative_prompt": None,
-                "threads": self.threads, **self.pipe.protocol()}
+                "threads": self.threads, **self.pipe.protocol(), **_inference_card(self.inference)}
+
+
+def _inference_card(opts) -> dict:
+    """The options in the generator protocol (hence the image cache key) only when they differ from float32,
+    contiguous, eager: records and image folders of default runs stay as they were before the options existed."""
+    return {} if opts is None or opts.is_default else {"inference": opts.protocol()}
 
 
 def _module_sha256(module: torch.nn.Module) -> str:
@@ -129,7 +156,19 @@ class DiffusersGenerator(Generator):
         self.name = f"diffusers-in-memory-{(self.weights_sha256 or 'unknown')[:12]}"
         return self
 
+    def set_inference(self, opts) -> None:
+        from evals.inference import apply
+
+        apply(self.pipe, opts)
+        self.inference = opts
+
     def generate(self, prompts, seeds, metadata=None):
+        import contextlib
+
+        with self.inference.autocast(self.device) if self.inference is not None else contextlib.nullcontext():
+            return self._generate(prompts, seeds)
+
+    def _generate(self, prompts, seeds):
         gens = [torch.Generator(self.device).manual_seed(s % 2**63) for s in seeds]
         kw = {"num_inference_steps": self.steps, "height": self.resolution, "width": self.resolution}
         if self.guidance is not None:
@@ -144,7 +183,8 @@ class DiffusersGenerator(Generator):
                 "checkpoint_sha256": (sha256_dir(self.path, ("*.json", "*.safetensors")) if self.path
                                       else self.weights_sha256), "steps": self.steps,
                 "guidance": self.guidance, "resolution": self.resolution, "negative_prompt": self.negative_prompt,
-                "sampler": type(self.pipe.scheduler).__name__, "threads": self.threads}
+                "sampler": type(self.pipe.scheduler).__name__, "threads": self.threads,
+                **_inference_card(self.inference)}
 
 
 class WorldOracle(Generator):

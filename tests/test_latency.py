@@ -166,6 +166,17 @@ def test_cli_tiny_variant_on_cpu(tmp_path, capsys):
     assert "unet_step" in capsys.readouterr().out
 
 
+def test_cli_channels_last_is_recorded_in_protocol_and_file_name(tmp_path):
+    torch.set_num_threads(1)
+    code = cli.main(["--variant", "snapgen-t2i", "--tiny", "--target", "cpu", "--resolution", "64", "--steps", "1",
+                     "--warmup", "1", "--repeats", "1", "--threads", "1", "--channels-last", "--no-e2e",
+                     "--out", str(tmp_path)])
+    assert code == 0
+    (path,) = (tmp_path / "cpu").glob("*.json")
+    assert path.name == "snapgen-t2i-tiny_64px_float32_1steps_b1_cl.json"
+    assert validate_latency(read_record(path))["protocol"]["channels_last"] is True
+
+
 def test_evals_run_dispatches_to_latency(capsys):
     from evals.run import main as run_main
 

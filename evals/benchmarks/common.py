@@ -33,6 +33,11 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     g.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"torch CPU threads for generation (default {DEFAULT_THREADS}; recorded, and part of the image "
                         "cache key since the thread count can change the last bits of an image)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="generation precision: bfloat16 = autocast of the denoiser and decoder (weights stay float32); "
+                        "recorded and part of the image cache key")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format for the denoiser and decoder")
+    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and decoder (slow first batch)")
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts (smoke runs; recorded)")
     g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable; "
                    "default $SNAPGEN_CACHE/images)")
@@ -136,4 +141,18 @@ def generator_from_args(args):
     gen = load_generator(args.ckpt, args.steps, args.guidance, args.resolution, args.negative_prompt,
                          args.batch_size, args.device, retrain_world=getattr(args, "retrain_world", False))
     gen.threads = torch.get_num_threads()
+    apply_inference_options(gen, args)
     return gen
+
+
+def apply_inference_options(gen, args) -> None:
+    """``--dtype`` / ``--channels-last`` / ``--compile`` -> the generator (``evals.inference``)."""
+    from evals.inference import InferenceOptions
+
+    opts = InferenceOptions(getattr(args, "dtype", "float32") or "float32", bool(getattr(args, "channels_last", False)),
+                            bool(getattr(args, "compile", False)))
+    if hasattr(gen, "set_inference"):
+        gen.set_inference(opts)
+    elif not opts.is_default:
+        raise ValueError(f"--dtype/--channels-last/--compile: {getattr(gen, 'name', gen)} is not a pipeline, "
+                         "they do not apply")

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=positive_int, default=2, help="untimed calls (>= 1; the first is reported apart)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed calls (median and p90 reported)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and decoder")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the U-Net, the decoder and "
+                   "their 4-D inputs (recorded; the record file name gets _cl)")
     p.add_argument("--decoder", choices=("auto", "tiny", "sd3_vae", "sdxl_vae", "none"), default="auto",
                    help="auto: tiny for SnapGen variants, sdxl_vae for sdxl-unet, the pipeline's own for --ckpt")
     p.add_argument("--text", choices=("auto", "minilm", "none"), default="auto",
@@ -51,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace, resolution: int) -> LatencySettings:
     return LatencySettings(target=args.target, resolution=resolution, steps=args.steps, cfg=args.cfg, batch=args.batch,
                            dtype=args.dtype, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                           compile=args.compile, end_to_end=not args.no_e2e)
+                           compile=args.compile, end_to_end=not args.no_e2e,
+                           channels_last=getattr(args, "channels_last", False))
 
 
 def job_from_args(args: argparse.Namespace) -> LatencyJob:

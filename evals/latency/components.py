@@ -69,9 +69,15 @@ def _unet_call(model, family: str, kwargs: dict):
     return call
 
 
-def _prepare(module, device, dtype, compile_: bool):
+def _prepare(module, device, dtype, compile_: bool, channels_last: bool = False):
     module = module.to(device=device, dtype=dtype).eval()
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
     return torch.compile(module) if compile_ else module
+
+
+def _nhwc(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def _cast(obj, dtype):
@@ -91,7 +97,7 @@ def variant_components(src: ModelSource, s: LatencySettings, device: str) -> Bui
     t0 = time.perf_counter()
     unet = build_model(variant, "cpu", config)
     unet_params = count_params(unet)
-    unet = _prepare(unet, device, dtype, s.compile)
+    unet = _prepare(unet, device, dtype, s.compile, s.channels_last)
     load_s["unet"] = time.perf_counter() - t0
     (x, t), kw = example_inputs(variant, latent=s.latent, batch=s.unet_batch, device=device, config=config)
     call = _unet_call(unet, variant.family, _cast(kw, dtype))
@@ -100,7 +106,7 @@ def variant_components(src: ModelSource, s: LatencySettings, device: str) -> Bui
     cz = 4 if variant.family == "sdxl" else config.in_channels
     decoder, dec_name = _decoder_for(src, variant.family, cz)
     dec_params = count_params(decoder) if decoder is not None else 0
-    decoder = _prepare(decoder, device, dtype, s.compile) if decoder is not None else None
+    decoder = _prepare(decoder, device, dtype, s.compile, s.channels_last) if decoder is not None else None
     load_s["decoder"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     class_cond = config is not None and config.cond == "class"
@@ -120,7 +126,8 @@ def assemble(s: LatencySettings, device: str, call, x_batch, text, decoder, late
     """Components + the end-to-end closure from the built pieces."""
     prompts = [PROMPT] * s.batch
     noise = torch.randn(s.batch, latent_channels, s.latent, s.latent, generator=torch.Generator().manual_seed(0))
-    noise = noise.to(device=device, dtype=dtype)
+    noise = _nhwc(noise.to(device=device, dtype=dtype), s.channels_last)
+    x_batch = _nhwc(x_batch, s.channels_last)
     t_step = torch.full((s.unet_batch,), 0.5, device=device, dtype=dtype)
     decode = decode or decoder
     comps = []
@@ -145,9 +152,9 @@ def ckpt_components(src: ModelSource, s: LatencySettings, device: str) -> Built:
     dtype = TORCH_DTYPES[s.dtype]
     t0 = time.perf_counter()
     pipe = SnapGenPipeline.from_pretrained(src.ckpt)
-    pipe.unet = _prepare(pipe.unet, device, dtype, s.compile)
+    pipe.unet = _prepare(pipe.unet, device, dtype, s.compile, s.channels_last)
     if pipe.decoder is not None:
-        pipe.decoder = _prepare(pipe.decoder, device, dtype, s.compile)
+        pipe.decoder = _prepare(pipe.decoder, device, dtype, s.compile, s.channels_last)
     load_s = {"pipeline": time.perf_counter() - t0}
     cfg = pipe.unet.config if hasattr(pipe.unet, "config") else pipe.unet._orig_mod.config
     cz = cfg.in_channels

@@ -158,13 +158,15 @@ def validate_latency(rec: Any, source: str | Path | None = None) -> dict:
 
 
 def record_path(rec: dict, root: Path | None = None) -> Path:
-    """``<root>/<target>/<model>_<res>px_<dtype>_<steps>steps_b<unet batch>[_<compute unit>][_compiled].json``;
+    """``<root>/<target>/<model>_<res>px_<dtype>_<steps>steps_b<unet batch>[_<compute unit>][_cl][_compiled].json``;
     ``root`` defaults to ``results/latency``."""
     p = rec["protocol"]
     name = re.sub(r"[^A-Za-z0-9_.+-]", "_", rec["name"])
     parts = [name, f"{p['resolution']}px", p["dtype"], f"{p['steps']}steps", f"b{p['unet_batch']}"]
     if p.get("compute_unit"):
         parts.append(p["compute_unit"])
+    if p.get("channels_last"):
+        parts.append("cl")
     if p.get("compile"):
         parts.append("compiled")
     return Path(root or results_dir("latency")) / p["target"] / ("_".join(parts) + ".json")

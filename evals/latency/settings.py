@@ -29,6 +29,7 @@ class LatencySettings:
     warmup: int = 2                  # untimed calls before timing (>= 1: the first is timed apart)
     repeats: int = 5                 # timed calls; median and p90 reported
     compile: bool = False            # torch.compile the U-Net and decoder
+    channels_last: bool = False      # NHWC weights and 4-D inputs of the U-Net and decoder
     end_to_end: bool = True          # also time the whole pipeline as one call
     compute_unit: str | None = None  # Core ML compute unit (mac / iphone targets)
 

@@ -1,0 +1,60 @@
+"""Inference options of the evaluation harness's generators: precision, memory format and ``torch.compile``.
+
+    python -m evals.run geneval --ckpt world-tiny --dtype bfloat16 --channels-last
+    evals.evaluate("geneval", generator="world-tiny", dtype="bfloat16")
+
+``dtype="bfloat16"`` runs the denoiser and the decoder under ``torch.autocast`` (weights stay float32; matmuls and
+convolutions run in bf16, reductions and norms in fp32); ``channels_last`` puts the denoiser and decoder weights in
+NHWC, so convolutions take the NHWC kernels; ``compile`` calls ``Module.compile()`` on them (first batch slow).
+The options are part of the generator's protocol, hence of the record and of the image cache key: a faster path
+never reuses or silently replaces fp32 images. ``tests/test_inference_options.py`` states the tolerances
+against fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import torch
+
+DTYPES = ("float32", "bfloat16")
+MODULES = ("unet", "transformer", "vae", "decoder")     # pipeline attributes the options apply to
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    dtype: str = "float32"          # float32 | bfloat16 (autocast; weights stay float32)
+    channels_last: bool = False     # NHWC weights and activations for the convolutional modules
+    compile: bool = False           # Module.compile() of the denoiser and decoder
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype {self.dtype}: expected one of {', '.join(DTYPES)}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == InferenceOptions()
+
+    def protocol(self) -> dict:
+        return {**asdict(self), "precision": "autocast" if self.dtype != "float32" else "full"}
+
+    def autocast(self, device: str | torch.device = "cpu"):
+        """The context every denoiser / decoder call of a generation runs in."""
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(device).type, dtype=getattr(torch, self.dtype))
+
+
+def apply(pipe, opts: InferenceOptions) -> list[str]:
+    """Apply memory format and compile to the pipeline's denoiser and decoder in place; returns their names."""
+    names = []
+    for name in MODULES:
+        module = getattr(pipe, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if opts.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if opts.compile:
+            module.compile()
+        names.append(name)
+    return names

@@ -1,0 +1,60 @@
+"""Generation options of the harness (evals.inference): parity with fp32 at stated tolerances, recorded in the
+generator protocol and the image cache key, refused where they do not apply.
+
+Tolerances (uint8 pixels of the shipped world-tiny, 8 prompts x 10 Euler steps, measured here at 1 thread):
+channels_last changes at most 1 level on a pixel (measured max 1, mean 1e-4); bf16 autocast has mean |diff|
+0.32 levels and 0.15% of pixels off by more than 8 levels (edges of shapes that flip colour). The tests allow
+max 2 / mean 0.01 for channels_last and mean 1.0 / 1% for bf16.
+"""
+import numpy as np
+import pytest
+
+from evals.generators import load_generator
+from evals.inference import InferenceOptions
+
+PROMPTS = ["a photo of a red circle", "a photo of a blue square and a green cross", "a photo of three triangles",
+           "a photo of a yellow cross left of a purple circle"] * 2
+SEEDS = list(range(8))
+
+
+def _images(opts: InferenceOptions) -> tuple[np.ndarray, dict]:
+    gen = load_generator("world-tiny", steps=10, batch_size=8)
+    gen.set_inference(opts)
+    ims = gen.generate(PROMPTS, SEEDS)
+    return np.stack([np.asarray(i, dtype=np.int16) for i in ims]), gen.protocol()
+
+
+@pytest.fixture(scope="module")
+def fp32():
+    return _images(InferenceOptions())
+
+
+def test_channels_last_matches_fp32(fp32):
+    x, proto = _images(InferenceOptions(channels_last=True))
+    d = np.abs(x - fp32[0])
+    assert d.max() <= 2 and d.mean() <= 0.01
+    assert proto["inference"] == {"dtype": "float32", "channels_last": True, "compile": False, "precision": "full"}
+    assert "inference" not in fp32[1]               # default runs keep their protocol and image folders
+
+
+def test_bf16_autocast_is_close_to_fp32_and_recorded(fp32):
+    x, proto = _images(InferenceOptions(dtype="bfloat16"))
+    d = np.abs(x - fp32[0])
+    assert 0 < d.mean() <= 1.0 and (d > 8).mean() <= 0.01
+    assert proto["inference"]["dtype"] == "bfloat16" and proto["inference"]["precision"] == "autocast"
+
+
+def test_options_change_the_image_cache_key(fp32):
+    from evals.benchmarks.common import generation_key
+
+    _, proto = _images(InferenceOptions(dtype="bfloat16"))
+    assert generation_key(proto, "p", 4, 0) != generation_key(fp32[1], "p", 4, 0)
+
+
+def test_options_refused_where_they_do_not_apply():
+    gen = load_generator("world-oracle")
+    gen.set_inference(InferenceOptions())           # the default is fine everywhere
+    with pytest.raises(ValueError, match="--dtype/--channels-last/--compile"):
+        gen.set_inference(InferenceOptions(dtype="bfloat16"))
+    with pytest.raises(ValueError, match="--dtype"):
+        InferenceOptions(dtype="float16")
