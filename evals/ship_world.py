@@ -2,11 +2,18 @@
 
     python -m snapgen.train --out runs/world-tiny                 # the project's recipe (TrainConfig defaults)
     python -m evals.ship_world runs/world-tiny                    # -> snapgen/weights/world-tiny/ (+ held-out scores)
+    python -m evals.ship_world --refresh-manifest                 # list files added to pipeline/ since shipping
 
 The folder holds ``pipeline/`` (the EMA pipeline the run wrote), ``train_config.json`` and ``log.jsonl`` of the
 run, ``manifest.json`` (sha256 of every shipped file, checked on every load of ``--ckpt world-tiny``) and
 ``heldout_scores.json`` (the GenEval-world record's summary on held-out prompts, made by the harness on the
-shipped files). Everything in it is written by this command; nothing is edited by hand.
+shipped files). Everything in it is written by this command or by code (``--refresh-manifest`` after
+``python -m snapgen.convert --index-only snapgen/weights/world-tiny/pipeline`` added the diffusers index files);
+nothing is edited by hand.
+
+``--refresh-manifest`` only adds: every file the manifest lists must still match its sha256 (a changed or missing
+file is an error, never re-hashed), files new under ``pipeline/`` are added with their sha256, and the manifest's
+``refreshed`` list records which files were added, by which command, at which git commit.
 """
 from __future__ import annotations
 
@@ -51,6 +58,23 @@ def ship(run: Path, dest: Path) -> dict:
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
     return manifest
+
+
+def refresh_manifest(dest: Path, command: str = "python -m evals.ship_world --refresh-manifest") -> list[str]:
+    """Add the files new under ``dest/pipeline`` to ``dest/manifest.json``; returns their names (none: unchanged).
+    Files already listed are verified first and never re-hashed: a changed weight stays an error."""
+    from snapgen.env import git_commit
+
+    manifest = verify_manifest(dest)
+    listed = manifest["files"]
+    new = {str(p.relative_to(dest)): sha256_file(p) for p in sorted((dest / "pipeline").rglob("*"))
+           if p.is_file() and str(p.relative_to(dest)) not in listed}
+    if new:
+        manifest["files"] = dict(sorted({**listed, **new}.items()))
+        manifest["refreshed"] = [*manifest.get("refreshed", []),
+                                 {"added": sorted(new), "command": command, "git_commit": git_commit()}]
+        atomic_write_json(dest / "manifest.json", manifest)
+    return sorted(new)
 
 
 def score(dest: Path, extra: list[str]) -> dict:
@@ -99,11 +123,20 @@ def sample_figure(samples_jsonl: Path, out: Path, per_task: int = 4) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.ship_world", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="finished training run folder (pipeline/, train_config.json, log.jsonl)")
+    p.add_argument("run", nargs="?", help="finished training run folder (pipeline/, train_config.json, log.jsonl)")
     p.add_argument("--dest", default=str(SHIPPED_WORLD), help="where to ship (default: the built-in world-tiny)")
     p.add_argument("--no-score", action="store_true", help="skip the held-out GenEval run")
+    p.add_argument("--refresh-manifest", action="store_true",
+                   help="no run: add files new under DEST/pipeline to DEST/manifest.json (listed files must still "
+                        "match their sha256)")
     a, extra = p.parse_known_args(argv)
+    if a.refresh_manifest == (a.run is not None) or (a.refresh_manifest and extra):
+        p.error("pass a run folder (and GenEval options), or --refresh-manifest alone")
     try:
+        if a.refresh_manifest:
+            added = refresh_manifest(Path(a.dest))
+            print(f"{a.dest}/manifest.json: added {added}" if added else f"{a.dest}/manifest.json: nothing new")
+            return 0
         manifest = ship(Path(a.run), Path(a.dest))
         print(f"shipped {len(manifest['files'])} files -> {a.dest}")
         if not a.no_score:
