@@ -13,11 +13,11 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
 from snapgen.config import UNetConfig
-from snapgen.convert import convert
+from snapgen.convert import convert, write_index
 from snapgen.flow import euler_sample, interpolate, predict_x0, timestep_schedule, velocity_target
 from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
 from snapgen.models.unet import SnapGenUNet
-from snapgen.pipeline import SnapGenPipeline, flow_scheduler, set_flow_timesteps
+from snapgen.pipeline import SnapGenPipeline, flow_scheduler, load_legacy, set_flow_timesteps
 from test_sampling_parity import one_thread  # noqa: F401  (autouse: 1 torch thread)
 from test_sampling_parity import PROMPTS, SHIPPED, WORLD, pixels_sha, tiny_decoder_pipeline, vae_pipeline
 
@@ -82,6 +82,77 @@ def test_fresh_interpreter_loads_with_diffusion_pipeline_and_generates(converted
     lines = out.stdout.split()
     assert lines[:2] == ["SnapGenPipeline", "FlowMatchEulerDiscreteScheduler"]
     assert lines[2] == WORLD["default"][0]        # the images the shipped scores were computed from
+
+
+def test_shipped_folder_loads_with_diffusion_pipeline_in_a_fresh_interpreter(tmp_path):
+    """Issue 15's acceptance check on the committed folder itself (not a converted copy), run from outside the
+    repository: DiffusionPipeline's images equal SnapGenPipeline.from_pretrained's and the older loader's bit for
+    bit (sha256 of the uint8 pixels), and the pinned ones the shipped scores come from."""
+    code = ("import torch, hashlib, numpy as np; torch.set_num_threads(1)\n"
+            "import snapgen.pipeline\n"
+            "from diffusers import DiffusionPipeline\n"
+            f"pipe = DiffusionPipeline.from_pretrained({str(SHIPPED)!r})\n"
+            "print(type(pipe).__name__, type(pipe.unet).__name__, type(pipe.text_encoder).__name__, "
+            "type(pipe.scheduler).__name__)\n"
+            "imgs = [pipe(p, generator=torch.Generator().manual_seed(s)).images[0] "
+            f"for p, s in zip({PROMPTS!r}, [0, 1, 12345])]\n"
+            "print(imgs[0].size[0], hashlib.sha256(b''.join(np.asarray(i).tobytes() for i in imgs)).hexdigest()[:16])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split()
+    assert lines[:4] == ["SnapGenPipeline", "SnapGenUNet", "TextEncoderStack", "FlowMatchEulerDiscreteScheduler"]
+    ours = pixels_sha(SnapGenPipeline.from_pretrained(SHIPPED).generate(PROMPTS, seeds=[0, 1, 12345]))
+    legacy = pixels_sha(load_legacy(SHIPPED).generate(PROMPTS, seeds=[0, 1, 12345]))   # pipeline.json, text/
+    assert lines[4:] == ["32", ours] and ours == legacy == WORLD["default"][0]
+
+
+def test_index_only_writes_the_committed_index_files_and_changes_no_file(tmp_path):
+    """The shipped folder without its index files, as it was shipped: ``write_index`` reproduces the committed
+    files byte for byte, leaves every other file as it was, is a no-op the second time, never overwrites."""
+    import shutil
+
+    index = ["model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json"]
+    old = tmp_path / "pipeline"
+    shutil.copytree(SHIPPED, old, ignore=shutil.ignore_patterns("model_index.json", "scheduler", "text_encoder"))
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    assert not (old / "model_index.json").exists() and "unet/diffusion_pytorch_model.safetensors" in \
+        {str(p.relative_to(old)) for p in before}
+    written = write_index(old)
+    assert sorted(str(p.relative_to(old)) for p in written) == index
+    assert all((old / r).read_bytes() == (SHIPPED / r).read_bytes() for r in index)
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert write_index(old) == []
+    (old / "model_index.json").write_text((old / "model_index.json").read_text().replace('"steps": 20', '"steps": 21'))
+    with pytest.raises(FileExistsError, match="model_index.json"):
+        write_index(old)
+
+
+def test_index_only_on_an_older_tiny_decoder_folder(tmp_path):
+    """decoder/ (config.json + model.safetensors) of the older layout: vae/ is added beside it, images unchanged."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from snapgen.io import atomic_write_json
+    pipe = tiny_decoder_pipeline()
+    d = tmp_path / "old"
+    pipe.unet.save_pretrained(d / "unet")
+    (d / "decoder").mkdir()
+    dec = pipe.vae
+    atomic_write_json(d / "decoder" / "config.json", {"_class_name": "TinyDecoder", **dec.config.to_dict(),
+                                                      "config_hash": dec.config.hash})
+    save_file(dec.state_dict(), str(d / "decoder" / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write_json(d / "pipeline.json", {"_class_name": "SnapGenPipeline", **asdict(pipe.pipeline_config)})
+    kw = dict(class_labels=[0, 3], seeds=[5, 6], output="tensor")
+    before = load_legacy(d).generate(**kw)
+    assert torch.equal(before, pipe.generate(**kw))
+    unet_bytes = (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    write_index(d)
+    assert (d / "vae" / "diffusion_pytorch_model.safetensors").exists() and (d / "decoder" / "model.safetensors").exists()
+    assert (d / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_bytes
+    again = DiffusionPipeline.from_pretrained(d)
+    assert isinstance(again.vae, TinyDecoder) and again.pipeline_config == pipe.pipeline_config
+    assert torch.equal(again.generate(**kw), before)
 
 
 def test_converted_copy_generates_the_same_images(converted):

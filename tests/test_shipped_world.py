@@ -44,3 +44,41 @@ def test_world_tiny_generator_uses_the_shipped_pipeline():
     assert gen.domain == "world" and gen.path == SHIPPED_WORLD / "pipeline"
     image = gen.generate(["a photo of a red circle"], [0])[0]
     assert image.size == (32, 32)
+
+
+# sha256 of the U-Net weights as shipped (commit before the diffusers index files were added): the held-out scores
+# in heldout_scores.json and results/ were measured on these bytes
+SHIPPED_UNET_SHA256 = "665db1db909ec00b4ea02cc95d175c5e6f852840734ce363e5478df3a95ddb12"
+
+
+def test_shipped_folder_is_in_both_layouts_with_the_weights_as_shipped():
+    manifest = verify_manifest(SHIPPED_WORLD)
+    files = manifest["files"]
+    assert files["pipeline/unet/diffusion_pytorch_model.safetensors"] == SHIPPED_UNET_SHA256
+    assert [k for k in files if k.endswith(".safetensors")] == ["pipeline/unet/diffusion_pytorch_model.safetensors"]
+    index = ["pipeline/model_index.json", "pipeline/scheduler/scheduler_config.json", "pipeline/text_encoder/config.json"]
+    older = ["pipeline/pipeline.json", "pipeline/text/text_config.json", "pipeline/unet/config.json"]
+    assert all(k in files for k in index + older)
+    assert [sorted(r["added"]) for r in manifest["refreshed"]] == [index]     # the only files added after shipping
+
+
+def test_refresh_manifest_adds_new_files_and_refuses_changed_ones(tmp_path):
+    from evals.ship_world import refresh_manifest
+
+    copy = tmp_path / "world-tiny"
+    shutil.copytree(SHIPPED_WORLD, copy)
+    assert refresh_manifest(copy) == []                                       # nothing new: manifest untouched
+    assert (copy / "manifest.json").read_bytes() == (SHIPPED_WORLD / "manifest.json").read_bytes()
+    (copy / "pipeline" / "extra").mkdir()
+    (copy / "pipeline" / "extra" / "x.json").write_text("{}")
+    assert refresh_manifest(copy) == ["pipeline/extra/x.json"]
+    manifest = verify_manifest(copy)
+    assert "pipeline/extra/x.json" in manifest["files"] and manifest["refreshed"][-1]["added"] == ["pipeline/extra/x.json"]
+    weights = copy / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    (copy / "pipeline" / "extra" / "y.json").write_text("{}")
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        refresh_manifest(copy)                                                # a changed weight is never re-hashed
+    assert "pipeline/extra/y.json" not in json.loads((copy / "manifest.json").read_text())["files"]
