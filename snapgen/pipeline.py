@@ -10,8 +10,9 @@ Layout of a pipeline directory (``save_pretrained``; ``DiffusionPipeline.from_pr
     scheduler/           # FlowMatchEulerDiscreteScheduler (its ``shift`` is the sampling shift)
     pipeline.json        # PipelineConfig, kept so tools that recognise a snapgen folder by it still do
 
-Folders of the older layout (``pipeline.json`` + ``unet/``, ``text/``, ``decoder/``; the shipped world-tiny) load
-through ``SnapGenPipeline.from_pretrained``; ``python -m snapgen.convert SRC DST`` rewrites one in this layout.
+Folders of the older layout (``pipeline.json`` + ``unet/``, ``text/``, ``decoder/``) load through
+``SnapGenPipeline.from_pretrained``; ``python -m snapgen.convert SRC DST`` rewrites one in this layout and
+``--index-only DIR`` adds the index files in place (how the shipped world-tiny, now in both layouts, got them).
 
 Scheduler mapping: diffusers' flow-matching schedulers use sigma in [0, 1] with x_sigma = (1 - sigma) x0 +
 sigma noise and the model output as the velocity noise - x0 (SD3): exactly ``snapgen.flow`` with t = sigma. The
