@@ -171,9 +171,15 @@ def score(job: Job, b: Budget, run: Path, images: Path | None = None) -> dict[st
 
 
 def train_wall_s(run: Path) -> float | None:
+    """Training wall time of the steps the run kept: the sum over its segments (a resumed run restarts its clock at
+    the resumed step, ``elapsed_from_step``) of each segment's last ``elapsed_s``; None without a log."""
     log = run / "log.jsonl"
     rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.exists() else []
-    return rows[-1].get("elapsed_s") if rows and rows[-1].get("elapsed_from_step") == 0 else None
+    last: dict[int, float] = {}
+    for r in rows:
+        if r.get("elapsed_s") is not None:
+            last[int(r.get("elapsed_from_step") or 0)] = float(r["elapsed_s"])
+    return sum(last.values()) if last else None
 
 
 def geneval_units(geneval_record: dict, path: Path) -> dict[str, dict[str, float]]:
