@@ -29,7 +29,7 @@ from snapgen.io import require_path
 from snapgen.models.taps import tap
 
 
-class Teacher(Protocol):
+class Teacher(Protocol):  # SnapGenTeacher, SD3Teacher, DiTTeacher
     feature_names: tuple[str, ...]  # names this teacher can return, in depth order
     kd_feature: str                 # the name used by feature distillation (the last layer)
     feature_channels: dict[str, int]
@@ -85,11 +85,7 @@ class SnapGenTeacher(nn.Module):
         return height // self._grid_div, width // self._grid_div
 
     def condition(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        null = torch.tensor([p is None for p in prompts])
-        drop = {e.name: null for e in self.text.config.encoders}
-        ctx, pooled = self.cached([p or "" for p in prompts], drop=drop)
-        dev = self.unet.conv_in.weight.device
-        return ctx.to(dev), pooled.to(dev)
+        return snapgen_condition(self.cached, self.text, prompts, self.unet.conv_in.weight.device)
 
     def forward(self, x_t, t, prompts, features=None):
         ctx, pooled = self.condition(prompts)
@@ -97,6 +93,15 @@ class SnapGenTeacher(nn.Module):
         with tap(self._points, names) as feats:
             v = self.unet(x_t, t, ctx, pooled)                               # (N, C, H, W)
         return v, {n: feats[n] for n in names}
+
+
+def snapgen_condition(cached, text, prompts: list[str | None], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A snapgen text stack's (context, pooled) for the student's ``prompts``; ``None`` -> the null condition (every
+    encoder dropped: the zero embedding the pipeline's guidance uses)."""
+    null = torch.tensor([p is None for p in prompts])
+    drop = {e.name: null for e in text.config.encoders}
+    ctx, pooled = cached([p or "" for p in prompts], drop=drop)
+    return ctx.to(device), pooled.to(device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,11 +224,72 @@ def _image_tokens(out):
     return out[1] if isinstance(out, tuple) else out
 
 
+# ------------------------------------------------------------------------------------------------
+# The synthetic world's DiT (snapgen.models.dit.WorldDiT, an SD3Transformer2DModel) as teacher
+
+
+class _WorldText:
+    """SD3Teacher's ``text(prompts) -> (context, pooled)`` over a snapgen text stack (MiniLM on the world), with
+    snapgen's null condition for ``None``; its output goes to the denoiser's device."""
+
+    def __init__(self, stack, device_of):
+        from snapgen.text import CachedText
+
+        self.stack, self.cached, self.device_of = stack, CachedText(stack), device_of
+
+    def __call__(self, prompts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        return snapgen_condition(self.cached, self.stack, prompts, self.device_of())
+
+
+class DiTTeacher(SD3Teacher):
+    """A world DiT pipeline (``WorldDiT`` + its snapgen text stack) with ``SD3Teacher``'s features: ``"block{i}"`` =
+    image tokens after JointTransformerBlock i as (N, C, H/p, W/p) maps (row-major, as PatchEmbed flattens),
+    ``"last"`` = after the final block (before the output norm); C = the transformer width, p = the patch size.
+    v comes from the adapter's own call (timestep = t * 1000, output = our v; ``snapgen.models.dit``), so teacher and
+    trained model share one mapping. Null condition: the zero embedding, as ``SnapGenTeacher``."""
+
+    def __init__(self, dit, text):
+        super().__init__(dit.transformer, _WorldText(text, lambda: dit.transformer.pos_embed.proj.weight.device),
+                         dit.config.num_train_timesteps)
+        self.dit = dit.eval().requires_grad_(False)
+        self.stack = text                                 # the text stack (a module: moves with .to())
+
+    @classmethod
+    def from_pretrained(cls, pipeline_dir: str | Path) -> "DiTTeacher":
+        from snapgen.models.dit import WorldDiT
+        from snapgen.pipeline import SnapGenPipeline
+
+        pipe = SnapGenPipeline.from_pretrained(pipeline_dir)
+        if not isinstance(pipe.unet, WorldDiT):
+            raise ValueError(f"{pipeline_dir}: its denoiser is a {type(pipe.unet).__name__}, not a WorldDiT")
+        return cls(pipe.unet, pipe.text)
+
+    def forward(self, x_t, t, prompts, features=None):
+        ctx, pooled = self.text(prompts)
+        names = tuple(features) if features is not None else (self.kd_feature,)
+        with tap(self._points, names, convert=_image_tokens) as store:
+            v = self.dit(x_t, t, ctx, pooled)                                  # noise - x0 = our v
+        height, width = x_t.shape[-2:]
+        return v, {n: self._to_map(store[n], height, width) for n in names}
+
+
+def teacher_from_pipeline(pipe, where: str = "the pipeline") -> nn.Module:
+    """The teacher of an in-memory ``SnapGenPipeline``: ``DiTTeacher`` for a world DiT, else ``SnapGenTeacher``."""
+    from snapgen.models.dit import WorldDiT
+
+    if pipe.unet.config.cond != "text":
+        raise ValueError(f"{where}: distillation needs a text-conditional teacher")
+    return DiTTeacher(pipe.unet, pipe.text) if isinstance(pipe.unet, WorldDiT) else SnapGenTeacher(pipe.unet, pipe.text)
+
+
 def load_teacher(path: str | Path) -> nn.Module:
-    """A snapgen pipeline dir (``pipeline.json``) or an SD3 diffusers dir (``transformer/``)."""
+    """A snapgen pipeline dir (``pipeline.json``: a ``SnapGenTeacher``, or a ``DiTTeacher`` when its denoiser is a
+    world DiT) or an SD3 diffusers dir (``transformer/``)."""
     p = require_path(path, "distillation teacher", "Pass a snapgen pipeline dir or a local SD3/SD3.5 diffusers dir.")
     if (p / "pipeline.json").exists():
-        return SnapGenTeacher.from_pretrained(p)
+        from snapgen.pipeline import SnapGenPipeline
+
+        return teacher_from_pipeline(SnapGenPipeline.from_pretrained(p), str(p))
     if (p / "transformer").exists():
         return SD3Teacher.from_pretrained(p)
     raise ValueError(f"{p} is neither a snapgen pipeline (pipeline.json) nor an SD3 diffusers dir (transformer/)")

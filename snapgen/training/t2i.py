@@ -1,5 +1,5 @@
-"""Text-to-image runs (rectified flow, KD, LADD): the config, the U-Net / text / dataset builders and
-the deterministic batch indices. The loop is ``snapgen.training.engine``; the losses are in
+"""Text-to-image runs (rectified flow, KD, LADD): the config, the denoiser (U-Net or world DiT) / text / dataset
+builders and the deterministic batch indices. The loop is ``snapgen.training.engine``; the losses are in
 ``snapgen.training.objectives``.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from snapgen.config import UNetConfig
+from snapgen.models.dit import DiTConfig, WorldDiT, is_dit_config_dict
 from snapgen.flow import FlowConfig
 from snapgen.io import sha256_json
 from snapgen.training.config import check_ranges, config_to_dict
@@ -66,6 +67,13 @@ class TrainConfig:
         levels (after the VAE's downsampling when training in a latent space). Returns ``self``."""
         ucfg = unet_config(self)
         vae = vae_factor(self.vae)
+        if isinstance(ucfg, DiTConfig):                 # a DiT: the side must divide into patches
+            factor = vae * ucfg.patch_size
+            if self.resolution % factor:
+                raise ValueError(f"resolution={self.resolution}: must be divisible by {factor} (the DiT {self.unet!r} "
+                                 f"has {ucfg.patch_size}x{ucfg.patch_size} patches" +
+                                 (f" after the VAE's {vae}x" if vae > 1 else "") + ")")
+            return self
         factor = vae * 2 ** (len(ucfg.stages) - 1)
         if self.resolution % factor:
             raise ValueError(f"resolution={self.resolution}: must be divisible by {factor} (the U-Net {self.unet!r} "
@@ -103,15 +111,27 @@ def vae_factor(vae: str | None) -> int:
         return 8
 
 
-def unet_config(cfg: TrainConfig) -> UNetConfig:
-    from snapgen.presets import PRESETS, get_preset
+def unet_config(cfg: TrainConfig) -> UNetConfig | DiTConfig:
+    """The denoiser's config: a preset name (``snapgen.presets``: a U-Net, or a DiT such as ``world-dit-s``) or a
+    config.json path (a DiT's is recognised by ``_class_name: WorldDiT`` / ``patch_size``)."""
+    from snapgen.presets import DIT_PRESET_NAMES, PRESETS, get_denoiser_preset, get_preset
 
     if cfg.unet in PRESETS:
         return get_preset(cfg.unet)
+    if cfg.unet in DIT_PRESET_NAMES:
+        return get_denoiser_preset(cfg.unet)
     p = Path(cfg.unet)
     if not p.exists():
-        get_preset(cfg.unet)  # raises with close matches
-    return UNetConfig.from_dict(json.loads(p.read_text()))
+        get_denoiser_preset(cfg.unet)  # raises with close matches
+    raw = json.loads(p.read_text())
+    return DiTConfig.from_dict(raw) if is_dit_config_dict(raw) else UNetConfig.from_dict(raw)
+
+
+def build_denoiser(ucfg: UNetConfig | DiTConfig):
+    """A fresh denoiser for ``ucfg``: ``SnapGenUNet`` or ``WorldDiT`` (``snapgen.models.dit``)."""
+    from snapgen.models.unet import SnapGenUNet
+
+    return WorldDiT(ucfg) if isinstance(ucfg, DiTConfig) else SnapGenUNet(ucfg)
 
 
 def build_text(cfg: TrainConfig):

@@ -11,7 +11,7 @@ from snapgen.distill import KDConfig
 from snapgen.ladd import LADDConfig
 from snapgen.models.unet import SnapGenUNet
 from snapgen.training.objectives.t2i import TextToImage
-from snapgen.training.t2i import RESUME_KEYS, TrainConfig, build_text, check_text_fits, unet_config
+from snapgen.training.t2i import RESUME_KEYS, TrainConfig, build_denoiser, build_text, check_text_fits, unet_config
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def build_student(cfg: DistillConfig):
         return pipe.unet.train(), pipe.text
     if cfg.stage == "ladd":
         raise ValueError("--stage ladd needs --init STUDENT_PIPE (a trained few-step student starts from a model)")
-    unet = SnapGenUNet(unet_config(cfg))
+    unet = build_denoiser(unet_config(cfg))
     return unet, build_text(cfg)
 
 
@@ -92,7 +92,10 @@ class Distillation(TextToImage):
         if unet.config.cond != "text":
             raise ValueError("distillation needs a text-conditional student")
         check_text_fits(self.text, unet.config)
-        ema = SnapGenUNet(unet.config).requires_grad_(False)
+        if not isinstance(unet, SnapGenUNet) and self.cfg.stage == "kd" and self.cfg.kd_feature_weight > 0:
+            raise ValueError(f"a {type(unet).__name__} student has no U-Net feature tap for feature distillation: "
+                             "use a U-Net student, or kd_feature_weight=0")
+        ema = type(unet)(unet.config).requires_grad_(False)
         ema.load_state_dict(unet.state_dict())
         if self.cfg.channels_last:
             unet.to(memory_format=torch.channels_last)

@@ -1,5 +1,8 @@
 """Rectified flow (``snapgen.flow``): L = E_{t, noise} || v(x_t, t, c) - (noise - x0) ||^2.
 
+The denoiser is the U-Net or, for a DiT preset (``--set unet=world-dit-s``), the world DiT (``snapgen.models.dit``):
+same call, same loss, EMA, checkpoints and pipeline.
+
 Draw order per micro-step (all from the step's generator; the published runs depend on it):
 timesteps, noise, then the condition's dropout.
 """
@@ -8,10 +11,9 @@ from __future__ import annotations
 import torch
 
 from snapgen.flow import flow_loss, sample_timesteps
-from snapgen.models.unet import SnapGenUNet
 from snapgen.training.engine import Parts, StepOut
 from snapgen.training.objectives.t2i import TextToImage, text_modules
-from snapgen.training.t2i import build_text, check_text_fits, unet_config
+from snapgen.training.t2i import build_denoiser, build_text, check_text_fits, unet_config
 
 
 class RectifiedFlow(TextToImage):
@@ -19,8 +21,8 @@ class RectifiedFlow(TextToImage):
 
     def build(self) -> Parts:
         self.ucfg = ucfg = unet_config(self.cfg)
-        unet = SnapGenUNet(ucfg)
-        ema = SnapGenUNet(ucfg).requires_grad_(False)
+        unet = build_denoiser(ucfg)                                      # SnapGenUNet, or WorldDiT for a DiT preset
+        ema = build_denoiser(ucfg).requires_grad_(False)
         ema.load_state_dict(unet.state_dict())
         self.text = build_text(self.cfg) if ucfg.cond == "text" else None
         if self.text is not None:

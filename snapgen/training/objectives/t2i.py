@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from snapgen.models.dit import WorldDiT
 from snapgen.models.unet import SnapGenUNet
 from snapgen.training.engine import Parts
 from snapgen.training.t2i import (RESUME_KEYS, TrainConfig, batch_indices, build_dataset, collate,
@@ -80,7 +81,7 @@ class TextToImage:
         finalize(self.cfg, parts.ema, self.text, out)
 
 
-def finalize(cfg: TrainConfig, ema: SnapGenUNet, text, out: Path) -> Path:
+def finalize(cfg: TrainConfig, ema: SnapGenUNet | WorldDiT, text, out: Path) -> Path:
     """Write the EMA pipeline (``OUT/pipeline``) and, on the world, a sample grid for fixed captions."""
     from snapgen.pipeline import PipelineConfig, SnapGenPipeline, image_grid, sample_seed
 
@@ -93,7 +94,7 @@ def finalize(cfg: TrainConfig, ema: SnapGenUNet, text, out: Path) -> Path:
         decoder = AutoencoderKL.from_pretrained(cfg.vae)
         pcfg = dataclasses.replace(pcfg, latent_scaling=decoder.config.scaling_factor,
                                    latent_shift=decoder.config.shift_factor or 0.0)
-    ema_cpu = SnapGenUNet(ema.config)
+    ema_cpu = type(ema)(ema.config)                                      # SnapGenUNet or WorldDiT
     ema_cpu.load_state_dict({k: v.detach().cpu() for k, v in ema.state_dict().items()})
     pipe = SnapGenPipeline(ema_cpu, text.cpu() if text is not None else None, decoder, pcfg)
     tmp = out / "pipeline.partial"
