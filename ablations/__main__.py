@@ -34,9 +34,10 @@ def _summary(v, with_costs: bool) -> dict:
 
 def cmd_ls(a) -> int:
     if a.twins:
+        from ablations.quality import twin_quality
         from ablations.twins import main as twins_main
 
-        return twins_main(["--json"] if a.json else [])
+        return twins_main(["--json"] if a.json else [], twin_quality() if a.json else None)
     rows = [_summary(v, a.json or a.costs) for v in REGISTRY]
     if a.json:                                  # full-size variants, then their world-scale twins
         from ablations.quality import twin_quality

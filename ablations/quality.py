@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ablations.tables.ladder import _by_twin, hierarchical_ci, t_interval
-from ablations.twins import LADDERS
+from ablations.registry import LADDERS
 
 
 def ladder_records(root: Path, ladder: str) -> dict[str, dict]:

@@ -14,6 +14,9 @@ from snapgen.config import UNetConfig
 
 Family = Literal["snapgen", "sdxl"]
 
+# the two ablation ladders of the paper (variant names t2i-* / in256-*, ending in snapgen-<ladder>)
+LADDERS = {"t2i": "text-to-image (world captions, MiniLM)", "in256": "class-conditional (world shape x colour)"}
+
 
 @dataclass(frozen=True)
 class Variant:

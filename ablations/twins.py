@@ -27,14 +27,13 @@ import math
 import sys
 from dataclasses import replace
 
-from ablations.registry import Registry, Variant
+from ablations.registry import LADDERS, Registry, Variant  # noqa: F401  (LADDERS re-exported)
 from ablations.variants import REGISTRY
 from snapgen.config import StageSpec, UNetConfig
 
 SCALE = {"width_divisor": 8, "width_multiple": 32, "head_dim_divisor": 4, "res_blocks_divisor": 2,
          "depth_divisor": 2, "norm_groups": 8, "resolution_px": 32, "text_dim": 384, "text_tokens": 16,
          "num_classes": 40}
-LADDERS = {"t2i": "text-to-image (world captions, MiniLM)", "in256": "class-conditional (world shape x colour)"}
 
 
 def _width(w: int) -> int:
@@ -95,16 +94,15 @@ def summary(v: Variant, quality: dict | None = None) -> dict:
             "scale": SCALE, **({"quality": quality[v.name]} if quality and v.name in quality else {})}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, quality: dict | None = None) -> int:
+    """``quality``: per-twin quality (``ablations.quality.twin_quality``) to attach to the JSON rows; ``python -m
+    ablations ls --twins --json`` passes it (this module does not read results, to keep the import graph acyclic)."""
     p = argparse.ArgumentParser(prog="python -m ablations.twins", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="one JSON list: name, parent, full_size, ladder, params, scale "
-                   "and, for twins with ladder records, quality (FID-world / GenEval-world: value, ci95, seeds)")
+                   "(`python -m ablations ls --twins --json` adds each twin's quality)")
     p.add_argument("--ladder", choices=tuple(LADDERS), default=None, help="only one ladder")
     a = p.parse_args(argv)
-    from ablations.quality import twin_quality
-
-    quality = twin_quality()
     rows = [summary(v, quality) for v in TWINS if a.ladder is None or ladder_of(v.paper["full_size"]) == a.ladder]
     if a.json:
         print(json.dumps(rows, indent=2))

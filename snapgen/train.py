@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from snapgen.models.unet import SnapGenUNet
 from snapgen.training import config as C
 from snapgen.cli import positive_int
 from snapgen.training.engine import close_distributed, lr_at, make_accelerator as _make_accelerator, train_loop
@@ -55,7 +54,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 def dry_run(cfg: TrainConfig) -> dict:
     ucfg = unet_config(cfg.validate())
     with torch.device("meta"):
-        n = sum(q.numel() for q in SnapGenUNet(ucfg).parameters())
+        from snapgen.training.t2i import build_denoiser
+
+        n = sum(q.numel() for q in build_denoiser(ucfg).parameters())
     return {"config": cfg.to_dict(), "unet": ucfg.to_dict(), "unet_params": n}
 
 
