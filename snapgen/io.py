@@ -111,13 +111,28 @@ def require_path(path: str | os.PathLike | None, what: str, how: str, must_conta
 # ------------------------------------------------------------------------------------------------
 # Weights integrity: every weights file the project writes is listed with its sha256 in a manifest beside it,
 # and checked on load, so a flipped byte is an error naming the file (safetensors alone only checks the header).
+#
+# One convention: ``weights.sha256.json`` = {"algorithm": "sha256", "files": {relative path: sha256}} in the folder
+# that was written: a model folder (``PretrainedMixin.save_pretrained``: unet/, vae/, text_encoder/ of a pipeline)
+# or a training checkpoint (``snapgen.training.checkpoint``, listing every module's files and optimizer.pt).
 
 WEIGHTS_MANIFEST = "weights.sha256.json"
 WEIGHTS_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin")
+SHIPPED_MANIFEST = "manifest.json"   # a shipped model folder's (``evals.ship_world``): also {"files": {rel: sha256}}
 
 
-class CorruptWeightsError(ValueError):
+class CorruptCheckpointError(ValueError):
+    """A checkpoint folder exists but its config or weights cannot be read or do not match."""
+
+
+class CorruptWeightsError(CorruptCheckpointError):
     """A weights file does not match the sha256 its manifest recorded when it was written."""
+
+
+def weights_files(folder: str | os.PathLike, patterns: tuple[str, ...] = WEIGHTS_PATTERNS) -> list[Path]:
+    """The weights files under ``folder`` (recursively), sorted."""
+    root = Path(folder)
+    return sorted({p for pat in patterns for p in root.rglob(pat) if p.is_file()})
 
 
 def write_weights_manifest(folder: str | os.PathLike, patterns: tuple[str, ...] = WEIGHTS_PATTERNS) -> dict:
@@ -125,9 +140,21 @@ def write_weights_manifest(folder: str | os.PathLike, patterns: tuple[str, ...] 
 
     Call it after the weights are written (``save_pretrained``, a checkpoint); returns the manifest."""
     root = Path(folder)
-    files = sorted({p for pat in patterns for p in root.rglob(pat) if p.is_file()})
+    files = weights_files(root, patterns)
     manifest = {"algorithm": "sha256", "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}}
     atomic_write_json(root / WEIGHTS_MANIFEST, manifest)
+    return manifest
+
+
+def _read_manifest(mf: Path, root: Path) -> dict:
+    """``mf`` parsed; its ``files`` must map file names to sha256 strings."""
+    try:
+        manifest = json.loads(mf.read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise TypeError("'files' is not a mapping of file name -> sha256")
+    except (ValueError, KeyError, TypeError) as e:
+        raise CorruptWeightsError(f"'{mf}' is not a valid weights manifest ({e}); rewrite or retrain '{root}'") from None
     return manifest
 
 
@@ -141,14 +168,59 @@ def verify_weights_manifest(folder: str | os.PathLike, required: bool = False) -
             raise CorruptWeightsError(f"'{mf}' is missing: '{root}' was not written completely by this project "
                                       "(every weights folder carries one); rewrite or retrain it")
         return None
-    try:
-        manifest = json.loads(mf.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CorruptWeightsError(f"'{mf}' is not a valid weights manifest ({e}); rewrite or retrain '{root}'") from None
-    for rel, digest in files.items():
+    manifest = _read_manifest(mf, root)
+    for rel, digest in manifest["files"].items():
         verify_file_sha256(root / rel, digest, mf)
     return manifest
+
+
+def _is_sha256(v: str) -> bool:
+    return len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def verify_weights_folder(folder: str | os.PathLike, levels: int = 2) -> Path | None:
+    """Verify the weights files in ``folder`` (a model folder about to be loaded) against the nearest manifest that
+    lists them; returns that manifest, or None when none does (a folder written before manifests existed).
+
+    Looked up in order: ``folder/weights.sha256.json`` (which must then list every weights file in ``folder``);
+    then, up to ``levels`` folders above, a ``weights.sha256.json`` (a training checkpoint's, for its ``ema/``,
+    ``unet/`` ... written before model folders had their own) or a shipped model's ``manifest.json``
+    (``snapgen/weights/world-tiny``) that lists the files under ``folder``. A changed, missing or unlisted file
+    raises :class:`CorruptWeightsError` naming it and the fix."""
+    root = Path(folder)
+    present = weights_files(root)
+    own = root / WEIGHTS_MANIFEST
+    if own.is_file():
+        files = _read_manifest(own, root)["files"]
+        for rel, digest in files.items():
+            verify_file_sha256(root / rel, digest, own)
+        unlisted = [p for p in present if p.relative_to(root).as_posix() not in files]
+        if unlisted:
+            raise CorruptWeightsError(f"weights file '{unlisted[0]}' is not listed in '{own}': it was added or renamed "
+                                      f"after '{root}' was written; remove it, or save the model again")
+        return own
+    if not present:
+        return None
+    above = root.resolve()
+    for _ in range(levels):
+        above = above.parent
+        for name in (WEIGHTS_MANIFEST, SHIPPED_MANIFEST):
+            mf = above / name
+            if not mf.is_file():
+                continue
+            try:
+                listed = json.loads(mf.read_text()).get("files")
+            except (OSError, ValueError, AttributeError):
+                continue                                  # not a manifest of ours (another tool's manifest.json)
+            if not isinstance(listed, dict):
+                continue
+            rels = {p: (root.resolve() / p.relative_to(root)).relative_to(above).as_posix() for p in present}
+            if not all(isinstance(listed.get(r), str) and _is_sha256(listed[r]) for r in rels.values()):
+                continue
+            for p, r in rels.items():
+                verify_file_sha256(p, listed[r], mf)
+            return mf
+    return None
 
 
 def verify_file_sha256(path: str | os.PathLike, expected: str, manifest: str | os.PathLike = "its manifest") -> None:

@@ -250,6 +250,140 @@ def test_weights_manifest_helpers(tmp_path):
         verify_weights_manifest(tmp_path / "unet", required=True)
 
 
+def _flip_tensor_byte(f: Path) -> None:
+    """Flip one bit in the middle of the tensor data of safetensors file ``f`` (past its header): safetensors
+    itself still loads the file, with one silently different weight."""
+    from safetensors.torch import load_file
+
+    data = bytearray(f.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")     # u64 header length, the JSON header, then the tensor data
+    data[start + (len(data) - start) // 2] ^= 0x10
+    f.write_bytes(bytes(data))
+    load_file(str(f))                                  # the header is intact: only the sha256 can tell
+
+
+def _tiny_unet(cond: str = "class", channels: int = 3, size: int = 32):
+    from snapgen.config import UNetConfig
+    from snapgen.models.unet import SnapGenUNet
+
+    extra = dict(cond="text", context_dim=384, pooled_dim=384) if cond == "text" else dict(cond="class", num_classes=4)
+    torch.manual_seed(0)
+    return SnapGenUNet(UNetConfig.from_dict(dict(in_channels=channels, out_channels=channels, sample_size=size,
+                                                 channels=[32, 32], res_blocks=[1, 1], depth=[1, 1],
+                                                 attention=["cross", "self_cross"], head_dim=16, norm_groups=8,
+                                                 **extra))).eval()
+
+
+def _tiny_decoder():
+    from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
+
+    torch.manual_seed(1)
+    return TinyDecoder(TinyDecoderConfig(stage_channels=(16, 8), blocks_per_stage=(1, 1))).eval()
+
+
+@pytest.mark.parametrize("make", [_tiny_unet, _tiny_decoder], ids=["unet", "tiny-decoder"])
+def test_flipped_byte_in_a_saved_model_is_a_clear_error(make, tmp_path):
+    """save_pretrained writes weights.sha256.json; from_pretrained round-trips an untouched save and refuses a
+    flipped byte inside a tensor (which safetensors alone loads), naming the file and the fix."""
+    from snapgen.io import CorruptWeightsError
+
+    model = make()
+    d = model.save_pretrained(tmp_path / "m")
+    assert (d / "weights.sha256.json").is_file()
+    again = type(model).from_pretrained(d)
+    assert again.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    f = d / "diffusion_pytorch_model.safetensors"
+    _flip_tensor_byte(f)
+    with pytest.raises(CorruptWeightsError, match=f"'{f}' is corrupted.*restore it from a copy or retrain"):
+        type(model).from_pretrained(d)
+
+
+def test_flipped_byte_in_a_saved_pipeline_is_a_clear_error(tmp_path):
+    """Through the user's code paths: SnapGenPipeline / DiffusionPipeline.from_pretrained, and `evals.run geneval`
+    (exit 2, one line naming the file, no traceback); the untouched save generates the same images."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from diffusers import DiffusionPipeline
+
+    from snapgen.io import CorruptWeightsError
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+    from snapgen.text import TextEncoderStack
+
+    pipe = SnapGenPipeline(_tiny_unet("text"), TextEncoderStack(), None, PipelineConfig(resolution=32, steps=2))
+    good = pipe.save_pretrained(tmp_path / "good")
+    assert (good / "unet" / "weights.sha256.json").is_file()
+    kw = dict(prompts=["a photo of a red circle"], seeds=[3], output="tensor")
+    assert torch.equal(SnapGenPipeline.from_pretrained(good).generate(**kw), pipe.generate(**kw))
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    f = bad / "unet" / "diffusion_pytorch_model.safetensors"
+    _flip_tensor_byte(f)
+    for load in (SnapGenPipeline.from_pretrained, DiffusionPipeline.from_pretrained):
+        with pytest.raises(CorruptWeightsError, match=f"'{f}' is corrupted"):
+            load(bad)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SNAPGEN_RESULTS": str(tmp_path / "results")}
+    env.pop("SNAPGEN_DEBUG", None)
+    out = subprocess.run([sys.executable, "-m", "evals.run", "geneval", "--ckpt", str(bad), "--limit", "1",
+                          "--threads", "1", "--out", str(tmp_path / "res")], capture_output=True, text=True,
+                         env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"error: weights file '{f}' is corrupted" in out.stderr and "restore it" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_flipped_byte_in_a_pipeline_decoder_is_a_clear_error(tmp_path):
+    from snapgen.io import CorruptWeightsError
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+
+    pcfg = PipelineConfig(decoder="tiny", resolution=64, steps=2, guidance=1.0, null_class=4)
+    d = SnapGenPipeline(_tiny_unet(channels=16, size=16), None, _tiny_decoder(), pcfg).save_pretrained(tmp_path / "p")
+    assert (d / "vae" / "weights.sha256.json").is_file()
+    SnapGenPipeline.from_pretrained(d)
+    _flip_tensor_byte(d / "vae" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CorruptWeightsError, match="vae/diffusion_pytorch_model.safetensors' is corrupted"):
+        SnapGenPipeline.from_pretrained(d)
+
+
+def test_model_folders_without_their_own_manifest(tmp_path, monkeypatch, recwarn):
+    """A module folder of a checkpoint (or the shipped world) is checked against the manifest above it; a folder
+    written before manifests loads unchecked with one warning per process (docs/reproducibility.md)."""
+    import shutil
+
+    from snapgen.io import CorruptWeightsError
+    from snapgen.models import pretrained
+    from snapgen.models.unet import SnapGenUNet
+    from snapgen.training.checkpoint import save_checkpoint
+
+    unet = _tiny_unet()
+    ck = save_checkpoint(tmp_path / "run", 1, {"ema": unet}, {}, {"objective": "x", "config": {}}, keep=1)
+    (ck / "ema" / "weights.sha256.json").unlink()                  # as checkpoints were written before this change
+    SnapGenUNet.from_pretrained(ck / "ema")
+    _flip_tensor_byte(ck / "ema" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CorruptWeightsError, match=f"recorded in '{ck / 'weights.sha256.json'}'"):
+        SnapGenUNet.from_pretrained(ck / "ema")
+
+    shipped = Path(__file__).resolve().parents[1] / "snapgen" / "weights" / "world-tiny"
+    world = tmp_path / "world-tiny"
+    shutil.copytree(shipped, world)
+    SnapGenUNet.from_pretrained(world / "pipeline" / "unet")
+    _flip_tensor_byte(world / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CorruptWeightsError, match="manifest.json"):
+        SnapGenUNet.from_pretrained(world / "pipeline" / "unet")
+
+    monkeypatch.setattr(pretrained, "_warned_unverified", False)
+    old = tmp_path / "old"
+    shutil.copytree(shipped / "pipeline" / "unet", old)              # no manifest here or above: an older folder
+    recwarn.clear()
+    for _ in range(2):
+        assert SnapGenUNet.from_pretrained(old).config == unet.__class__.read_config(old)
+    warned = [w for w in recwarn if issubclass(w.category, pretrained.UnverifiedWeightsWarning)]
+    assert len(warned) == 1 and str(old) in str(warned[0].message)
+
+
 def test_torn_record_and_samples_pair_is_refused(tmp_path):
     from evals.records import read_rows
     from snapgen.records import RecordError, make_record, read_record, score, write_record

@@ -60,7 +60,8 @@ def test_round_trip_layout_and_errors(tmp_path):
     torch.manual_seed(0)
     toy = Toy(ToyConfig(3))
     toy.save_pretrained(tmp_path / "toy")
-    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors",
+                                                                     "weights.sha256.json"]
     cfg = json.loads((tmp_path / "toy" / "config.json").read_text())
     assert {k: v for k, v in cfg.items() if k != "_diffusers_version"} == \
         {"_class_name": "Toy", "width": 3, "config_hash": ToyConfig(3).hash}
@@ -82,6 +83,34 @@ def test_round_trip_layout_and_errors(tmp_path):
     (tmp_path / "toy" / "config.json").write_text("{}")
     with pytest.raises(CorruptCheckpointError, match="unreadable"):
         Toy.from_pretrained(tmp_path / "toy")
+
+
+class ToyOwnSave(Toy):
+    """A model with its own save_pretrained (as the text stack has): the mixin still adds the manifest."""
+
+    def save_pretrained(self, directory, **kwargs):
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(d / "toy.safetensors"))
+        (d / "toy_config.json").write_text(json.dumps(self.config.to_dict()))
+        return d
+
+
+def test_every_save_writes_a_sha256_manifest_and_every_load_checks_it(tmp_path):
+    from snapgen.io import CorruptWeightsError, sha256_file
+
+    assert TextEncoderStack.save_pretrained._writes_manifest and ToyOwnSave.save_pretrained._writes_manifest
+    for cls in (Toy, ToyOwnSave):
+        d = cls(ToyConfig(3)).save_pretrained(tmp_path / cls.__name__)
+        manifest = json.loads((d / "weights.sha256.json").read_text())
+        weights = next(d.glob("*.safetensors"))
+        assert manifest == {"algorithm": "sha256", "files": {weights.name: sha256_file(weights)}}
+        assert cls.from_pretrained(d).config == ToyConfig(3)
+        (d / "extra.safetensors").write_bytes(weights.read_bytes())         # a file the save did not write
+        with pytest.raises(CorruptWeightsError, match="extra.safetensors.*not listed"):
+            cls.from_pretrained(d)
 
 
 def test_older_layout_still_loads(tmp_path):

@@ -14,6 +14,14 @@ What is still ours, and why:
 * ``from_pretrained`` is strict: a checkpoint with missing, unexpected or mis-shaped weights is a
   ``CorruptCheckpointError`` (diffusers only warns and leaves the weights randomly initialised), and
   ``expected=`` refuses a checkpoint of another config.
+* Integrity: ``save_pretrained`` (every subclass's, wrapped by ``__init_subclass__`` when it has its own, e.g. the
+  text stack's) writes ``<dir>/weights.sha256.json`` (``snapgen.io.write_weights_manifest``) after the weights, and
+  ``from_pretrained`` (ours and, through it, ``DiffusionPipeline.from_pretrained``'s) checks the weights against
+  it before reading them (``snapgen.io.verify_weights_folder``): a flipped byte anywhere in a tensor is a
+  ``CorruptWeightsError`` naming the file, where safetensors alone only checks the header. A folder with no
+  manifest of its own is checked against a manifest above it that lists its files (a training checkpoint's, the
+  shipped world's ``manifest.json``); one that none lists (written before manifests) loads unchecked, with one
+  ``UnverifiedWeightsWarning`` per process (docs/reproducibility.md).
 * Folders written before this convention still load: the U-Net's files already had diffusers' names; the tiny
   decoder's ``model.safetensors`` and the text stack's ``text_config.json`` / ``text_proj.safetensors`` are read
   by the legacy path (``legacy_names``); ``python -m snapgen.convert`` rewrites a whole pipeline folder.
@@ -22,23 +30,49 @@ dicts by the training engine's checkpoints (``snapgen.training.checkpoint``), no
 """
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
 
-__all__ = ["CorruptCheckpointError", "ModelMixin", "PretrainedMixin", "WEIGHTS_NAME"]
+__all__ = ["CorruptCheckpointError", "CorruptWeightsError", "ModelMixin", "PretrainedMixin",
+           "UnverifiedWeightsWarning", "WEIGHTS_NAME"]
 
-from snapgen.io import require_path
+from snapgen.io import (WEIGHTS_MANIFEST, CorruptCheckpointError, CorruptWeightsError, require_path,
+                        verify_weights_folder, weights_files, write_weights_manifest)
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file name (SAFETENSORS_WEIGHTS_NAME)
 _DIFFUSERS_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values", "config_hash")
 
 
-class CorruptCheckpointError(ValueError):
-    """A checkpoint folder exists but its config or weights cannot be read or do not match."""
+class UnverifiedWeightsWarning(UserWarning):
+    """Weights loaded from a folder that no sha256 manifest covers (written before manifests existed)."""
+
+
+_warned_unverified = False
+
+
+def write_manifest(directory: str | Path) -> None:
+    """``weights.sha256.json`` for the weights just saved in ``directory`` (none when it holds no weights file:
+    a text stack without trainable projections saves only its config)."""
+    if weights_files(directory):
+        write_weights_manifest(directory)
+
+
+def verify_before_load(directory: Path, what: str) -> None:
+    """Check ``directory``'s weights against their manifest (a clear ``CorruptWeightsError`` naming the file);
+    a folder that no manifest covers loads, with one warning per process."""
+    global _warned_unverified
+    if verify_weights_folder(directory) is None and weights_files(directory) and not _warned_unverified:
+        _warned_unverified = True
+        warnings.warn(f"{what} '{directory}' has no {WEIGHTS_MANIFEST} (written before weights manifests): loaded "
+                      "without a sha256 check; save it again (save_pretrained, or `python -m snapgen.convert` for a "
+                      "pipeline) to add one. Further folders without one load without this warning.",
+                      UnverifiedWeightsWarning, stacklevel=3)
 
 
 class PretrainedMixin(ModelMixin, ConfigMixin):
@@ -51,6 +85,20 @@ class PretrainedMixin(ModelMixin, ConfigMixin):
     diffusers_loader: ClassVar[bool] = True          # False: saved_state() is not the whole state_dict()
     what: ClassVar[str] = "checkpoint"               # for error messages: "<what>: '<path>' does not exist"
     how: ClassVar[str] = "Pass a folder written by save_pretrained (config.json + safetensors)."
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass with its own ``save_pretrained`` (the text stack's) still writes the weights manifest."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("save_pretrained")
+        if own is not None and not getattr(own, "_writes_manifest", False):
+            @functools.wraps(own)
+            def save_pretrained(self, directory, *args, **kw):
+                out = own(self, directory, *args, **kw)
+                write_manifest(directory)
+                return out
+
+            save_pretrained._writes_manifest = True
+            cls.save_pretrained = save_pretrained
 
     # --- the typed config over diffusers' registered dict -----------------------------------------------
     @property
@@ -100,9 +148,12 @@ class PretrainedMixin(ModelMixin, ConfigMixin):
 
     # --- save / load -----------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, **kwargs) -> Path:
-        """diffusers' ``ModelMixin.save_pretrained`` (safetensors); returns the folder."""
+        """diffusers' ``ModelMixin.save_pretrained`` (safetensors), then ``weights.sha256.json``; returns the folder."""
         super().save_pretrained(str(directory), **kwargs)
+        write_manifest(directory)
         return Path(directory)
+
+    save_pretrained._writes_manifest = True
 
     @classmethod
     def _names(cls, d: Path) -> tuple[str, str]:
@@ -136,6 +187,7 @@ class PretrainedMixin(ModelMixin, ConfigMixin):
             ex, got = expected.to_dict(), config.to_dict()                 # None: not written (at its default)
             diff = {k: (ex.get(k), got.get(k)) for k in sorted(set(ex) | set(got)) if ex.get(k) != got.get(k)}
             raise ValueError(f"checkpoint {d} is another variant: differs in {diff} (expected, found)")
+        verify_before_load(d, cls.what)
         weights = d / cls._names(d)[1]
         if weights.name == WEIGHTS_NAME and cls.diffusers_loader and weights.exists():
             model = cls._load_diffusers(d, kwargs)

@@ -1,7 +1,8 @@
 """One checkpoint and resume format for every objective, and the log trimming that goes with resume.
 
     OUT/checkpoints/step-0000600/
-        unet/ ema/ decoder/ ...      modules that have ``save_pretrained`` keep their own format (loadable alone)
+        unet/ ema/ decoder/ ...      modules that have ``save_pretrained`` keep their own format (loadable alone,
+                                     with their own weights.sha256.json, checked by ``from_pretrained``)
         text_proj.safetensors ...    every other module's state dict (KD projector, LADD heads, discriminator)
         optimizer.pt                 {"optimizer", "scheduler", "critic_optimizer"} state dicts
         weights.sha256.json          sha256 of every weights file above (``snapgen.io``), checked on load
@@ -24,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from snapgen.io import (WEIGHTS_MANIFEST, atomic_write_json, atomic_write_text, sha256_json, verify_weights_manifest,
-                        write_weights_manifest)
+from snapgen.io import (WEIGHTS_MANIFEST, CorruptCheckpointError, atomic_write_json, atomic_write_text, sha256_json,
+                        verify_weights_manifest, write_weights_manifest)
 
 STATE = "state.json"
 OPTIMIZERS = "optimizer.pt"
@@ -122,7 +123,8 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises several error types on truncated or garbled files
-        raise ValueError(f"corrupted checkpoint file {path}: {e}") from e
+        raise CorruptCheckpointError(f"checkpoint file '{path}' is unreadable (truncated or not safetensors): {e}; "
+                                     "resume from an older checkpoint or retrain") from e
 
 
 def load_checkpoint(ck: Path, modules: dict[str, nn.Module], states: dict[str, object]) -> dict:
