@@ -17,8 +17,9 @@ What is still ours, and why:
 * Integrity: ``save_pretrained`` (every subclass's, wrapped by ``__init_subclass__`` when it has its own, e.g. the
   text stack's) writes ``<dir>/weights.sha256.json`` (``snapgen.io.write_weights_manifest``) after the weights, and
   ``from_pretrained`` (ours and, through it, ``DiffusionPipeline.from_pretrained``'s) checks the weights against
-  it before reading them (``snapgen.io.verify_weights_folder``): a flipped byte anywhere in a tensor is a
-  ``CorruptWeightsError`` naming the file, where safetensors alone only checks the header. A folder with no
+  it before it returns the model (``snapgen.io.verify_weights_folder``; after reading them, so a missing or
+  truncated file keeps its own error): a flipped byte anywhere in a tensor is a ``CorruptWeightsError`` naming the
+  file, where safetensors alone only checks the header. A folder with no
   manifest of its own is checked against a manifest above it that lists its files (a training checkpoint's, the
   shipped world's ``manifest.json``); one that none lists (written before manifests) loads unchecked, with one
   ``UnverifiedWeightsWarning`` per process (docs/reproducibility.md).
@@ -63,7 +64,7 @@ def write_manifest(directory: str | Path) -> None:
         write_weights_manifest(directory)
 
 
-def verify_before_load(directory: Path, what: str) -> None:
+def verify_loaded(directory: Path, what: str) -> None:
     """Check ``directory``'s weights against their manifest (a clear ``CorruptWeightsError`` naming the file);
     a folder that no manifest covers loads, with one warning per process."""
     global _warned_unverified
@@ -187,12 +188,12 @@ class PretrainedMixin(ModelMixin, ConfigMixin):
             ex, got = expected.to_dict(), config.to_dict()                 # None: not written (at its default)
             diff = {k: (ex.get(k), got.get(k)) for k in sorted(set(ex) | set(got)) if ex.get(k) != got.get(k)}
             raise ValueError(f"checkpoint {d} is another variant: differs in {diff} (expected, found)")
-        verify_before_load(d, cls.what)
         weights = d / cls._names(d)[1]
         if weights.name == WEIGHTS_NAME and cls.diffusers_loader and weights.exists():
             model = cls._load_diffusers(d, kwargs)
         else:
             model = cls._load_legacy(config, weights)
+        verify_loaded(d, cls.what)         # not before: a missing or truncated file keeps its own, plainer error
         return model.to(map_location)
 
     @classmethod

@@ -123,7 +123,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises several error types on truncated or garbled files
-        raise CorruptCheckpointError(f"checkpoint file '{path}' is unreadable (truncated or not safetensors): {e}; "
+        raise CorruptCheckpointError(f"checkpoint file '{path}' is corrupted (truncated or not safetensors): {e}; "
                                      "resume from an older checkpoint or retrain") from e
 
 
