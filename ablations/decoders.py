@@ -27,6 +27,7 @@ import torch
 
 from ablations.tables import write_table
 from ablations.tables.decoders import ROWS, load, render
+from snapgen.cli import positive_int
 from snapgen.cost import count_flops, count_params, time_fn
 from snapgen.env import environment
 from snapgen.models.decoder import DECODERS, SD3_VAE_CONFIG, SDXL_VAE_CONFIG, TinyDecoder
@@ -142,11 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
     p.add_argument("--no-measure", action="store_true", help="only rebuild the table from existing records")
-    p.add_argument("--repeats", type=int, default=DecoderTableSettings.latency_repeats, help="timed runs")
-    p.add_argument("--latent", type=int, default=DecoderTableSettings.latency_latent, help="latency latent side")
-    p.add_argument("--threads", type=int, default=DecoderTableSettings.threads, help="torch threads while timing")
+    d = DecoderTableSettings()
+    p.add_argument("--repeats", type=positive_int, default=None, help=f"timed runs (default {d.latency_repeats})")
+    p.add_argument("--latent", type=positive_int, default=None,
+                   help=f"latency latent side (default {d.latency_latent})")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help=f"torch threads while timing (default {d.threads})")
     a = p.parse_args(argv)
-    s = DecoderTableSettings(latency_latent=a.latent, latency_repeats=a.repeats, threads=a.threads)
+    given = [f"--{k}" for k in ("repeats", "latent", "threads") if getattr(a, k) is not None]
+    if a.no_measure and given:
+        p.error(f"{', '.join(given)}: timing options do nothing with --no-measure (the table is rebuilt from the "
+                "existing records); drop them, or measure again without --no-measure")
+    s = DecoderTableSettings(latency_latent=a.latent or d.latency_latent,
+                             latency_repeats=a.repeats or d.latency_repeats, threads=a.threads or d.threads)
     out = regenerate(a.results, s, not a.no_measure)
     print(out["table"].read_text())
     print("figure: python -m paper_figures.decoders  (draws results/figures/decoders.png)")
@@ -154,4 +163,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

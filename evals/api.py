@@ -68,6 +68,7 @@ class Benchmark:
     metrics: tuple[Metric, ...] = ()
     n_per_prompt: int = 1            # official images per prompt
     table: str | None = None         # ablations.tables entry refreshed after a record is written under results/
+    class_labels: bool = False       # can ask a class-conditional generator for class labels (FID with --ref world)
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         raise NotImplementedError
@@ -150,6 +151,11 @@ def evaluate_args(bench: Benchmark, args: argparse.Namespace, write: bool = True
 
     t0 = time.time()
     gen = getattr(args, "generator_object", None) or generator_from_args(args)
+    if getattr(gen, "class_conditional", False) and not bench.class_labels:
+        ckpt = getattr(args, "ckpt", None) or gen.name
+        raise ValueError(f"--ckpt {ckpt}: a class-conditional pipeline (its U-Net has cond='class'), and {bench.name} "
+                         "asks for images of text prompts; pass a text-to-image checkpoint, or score this one by FID "
+                         f"against world renders of its classes: python -m evals.run fid --ref world --ckpt {ckpt}")
     plan = bench.plan(args, gen)
     if args.dry_run:
         print(json.dumps({"images": str(plan.folder), "record": str(plan.out), **plan.info}, indent=2, default=str))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from snapgen.records import read_record
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if len(a.records) < 2:
         p.error("give at least two records (the first is the reference)")
+    for path in a.records:
+        if Path(path).is_dir():
+            inside = sorted(Path(path).glob("*.json"))[:2]
+            raise ValueError(f"RECORD {path}: is a folder; pass record files (.json)"
+                             + (f", e.g. {' '.join(map(str, inside))}" if inside else ""))
     recs = [(path, read_record(path)) for path in a.records]
     (pa, ra), code, out = recs[0], 0, []
     for pb, rb in recs[1:]:

@@ -86,6 +86,11 @@ def describe(e: BaseException) -> str:
     if isinstance(e, KeyError) and e.args:
         msg = str(e.args[0])
         return msg if " " in msg else f"missing key {msg!r} (KeyError)"
+    if isinstance(e, IsADirectoryError) and e.filename is not None:
+        return f"'{e.filename}' is a folder where a file is expected; pass a file (not the folder holding it)"
+    if isinstance(e, NotADirectoryError) and e.filename is not None:
+        return (f"'{e.filename}' is a file (or a path through a file) where a folder is expected; pass a folder, "
+                "or another path for a new one")
     if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
         return f"{e.filename}: {e.strerror or e}"
     if isinstance(e, ModuleNotFoundError):

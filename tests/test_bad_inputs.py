@@ -40,12 +40,15 @@ def _files(tmp: Path) -> None:
            "scores": "0.5", "environment": {"threads": 1, "git_commit": None, "versions": {}}, "created": None}
     (tmp / "strscores.json").write_text(json.dumps(rec))
     (tmp / "nan.json").write_text(json.dumps({**rec, "scores": {}}).replace('"details": {}', '"details": {"x": NaN}'))
+    (tmp / "caps.txt").write_text("a photo of a red circle\n")
     _finished_run(tmp)
 
 
 R, LAT, EXP, TR, DIS, DEC, AB = ("evals.run", "evals.latency", "evals.latency.export", "snapgen.train",
                                  "snapgen.train_distill", "snapgen.train_decoder", "ablations.__main__")
 TEACH = ["--stage", "kd", "--teacher", "{tmp}/teacher"]
+LADDER_DRY = ["--runs", "{tmp}/runs", "--results", "{tmp}/res", "--dry-run"]
+CLS = "{cls}"   # replaced by the class_pipeline fixture's folder
 
 # (id, module, argv, exit code, text stderr must contain)
 CASES = [
@@ -165,6 +168,38 @@ CASES = [
     ("migrate-no-results", "evals.migrate_records", ["--results", "{tmp}/nores", "--check"], 2, "nores"),
     ("figure-curve-missing", "paper_figures.learning_curve", ["{tmp}/none.json"], 2, "none.json"),
     ("figure-curve-bad", "paper_figures.learning_curve", ["{tmp}/bad.json"], 2, "bad.json"),
+    # --- issue 20 item 3, second pass ({cls}: a saved tiny class-conditional pipeline, diffusers layout)
+    ("ladder-variant-unknown", AB, ["ladder", "--variants", "world-t2i-s9-nope", *LADDER_DRY], 2, "world-t2i-s9-nope"),
+    ("ladder-variant-other-ladder", AB, ["ladder", "--ladder", "in256", "--variants", "world-t2i-s4-ffn3",
+                                        *LADDER_DRY], 2, "--variants"),
+    ("ladder-in256-geneval", AB, ["ladder", "--ladder", "in256", "--benchmarks", "geneval", *LADDER_DRY], 2,
+     "--benchmarks"),
+    ("ladder-seeds-word", AB, ["ladder", "--seeds", "one", *LADDER_DRY], 2, "--seeds"),
+    ("ladder-budget-unknown", AB, ["ladder", "--budget", "gpu", *LADDER_DRY], 2, "--budget"),
+    ("tables-unknown-name", "ablations.tables.__main__", ["geneval", "nosuchtable", "--results", "{tmp}"], 2,
+     "nosuchtable"),
+    ("tables-results-missing", "ablations.tables.__main__", ["ladder_t2i", "--results", "{tmp}/nores"], 2,
+     "--results"),
+    ("compare-folder", "evals.compare", ["{tmp}/imgs", "{tmp}/imgs"], 2, "is a folder"),
+    ("geneval-class-ckpt", R, ["geneval", "--ckpt", "{cls}", "--limit", "1", "--threads", "1"], 2, "fid --ref world"),
+    ("dpg-class-ckpt", R, ["dpg", "--ckpt", "{cls}", "--limit", "1", "--threads", "1"], 2, "class-conditional"),
+    ("geneval-ckpt-is-unet", R, ["geneval", "--ckpt", "{cls}/unet", "--limit", "1"], 2, "model_index.json"),
+    ("fid-ref-typo", R, ["fid", "--images", "{tmp}/imgs", "--ref", "wrld"], 2, "did you mean world"),
+    ("fid-ref-missing", R, ["fid", "--images", "{tmp}/imgs", "--ref", "{tmp}/none.npz"], 2, "none.npz"),
+    ("fid-class-ckpt-captions", R, ["fid", "--ckpt", "{cls}", "--ref", "world", "--captions", "{tmp}/caps.txt",
+                                    "--threads", "1", "--dry-run"], 2, "--captions"),
+    ("bench-fid-n-0", "evals.metrics.bench_fid", ["--n", "0", "--dry-run"], 2, "--n"),
+    ("bench-fid-n-1", "evals.metrics.bench_fid", ["--n", "1", "--dry-run"], 2, "--n"),
+    ("bench-fid-threads-0", "evals.metrics.bench_fid", ["--threads", "0", "--dry-run"], 2, "--threads"),
+    ("bench-fid-size-neg", "evals.metrics.bench_fid", ["--size", "-5", "--dry-run"], 2, "--size"),
+    ("decoders-repeats-0", "ablations.decoders", ["--repeats", "0", "--results", "{tmp}"], 2, "--repeats"),
+    ("decoders-latent-neg", "ablations.decoders", ["--latent", "-8", "--results", "{tmp}"], 2, "--latent"),
+    ("decoders-no-measure-timing", "ablations.decoders", ["--no-measure", "--repeats", "5", "--results", "{tmp}"], 2,
+     "--repeats"),
+    ("convert-src-missing", "snapgen.convert", ["{tmp}/nosrc", "{tmp}/dst"], 2, "nosrc"),
+    ("convert-src-is-unet", "snapgen.convert", ["{cls}/unet", "{tmp}/dst"], 2, "pipeline.json"),
+    ("convert-dst-is-file", "snapgen.convert", ["{cls}", "{tmp}/bad.json"], 2, "bad.json"),
+    ("curve-run-without-checkpoints", "evals.learning_curve", ["{tmp}/imgs"], 2, "checkpoints"),
 ]
 
 
@@ -173,13 +208,25 @@ def _main(module: str):
     return mod.main
 
 
+@pytest.fixture(scope="session")
+def class_pipeline(tmp_path_factory) -> Path:
+    """A tiny class-conditional pixel-space pipeline (random weights), saved once."""
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+
+    d = tmp_path_factory.mktemp("cls") / "pipe"
+    return SnapGenPipeline(_tiny_unet(), None, None, PipelineConfig(resolution=32, steps=2, guidance=1.0,
+                                                                    null_class=4)).save_pretrained(d)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_a_clear_error(case, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_a_clear_error(case, tmp_path, capsys, monkeypatch, request):
     name, module, argv, code, needle = case
     monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("SNAPGEN_DEBUG", raising=False)
     _files(tmp_path)
     argv = [a.replace(TMP, str(tmp_path)) for a in argv]
+    if any(CLS in a for a in argv):
+        argv = [a.replace(CLS, str(request.getfixturevalue("class_pipeline"))) for a in argv]
     threads = torch.get_num_threads()
     try:
         got = run_cli(_main(module), argv)
@@ -197,6 +244,44 @@ def test_bad_input_is_a_clear_error(case, tmp_path, capsys, monkeypatch):
 def test_catalogue_covers_every_cli():
     modules = {c[1] for c in CASES}
     assert len(CASES) >= 60 and {R, LAT, EXP, TR, DIS, DEC, AB} <= modules
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# command lines whose ``__main__`` does not (yet) go through run_cli, and why
+NOT_RUN_CLI = {
+    "snapgen/convert.py": "owned by another session right now: test_convert_command_line_has_no_traceback (xfail)",
+    "ablations/twins.py": "argparse is its only input; it exits 0 on a closed pipe (run_cli would call that exit 2)",
+}
+
+
+def test_every_command_line_goes_through_run_cli():
+    import re
+
+    mains = [p for d in ("snapgen", "evals", "ablations", "paper_figures") for p in (ROOT / d).rglob("*.py")
+             if re.search(r'^if __name__ == "__main__":', p.read_text(), re.M)]
+    assert len(mains) > 20
+    missing = sorted(str(p.relative_to(ROOT)) for p in mains if "run_cli" not in p.read_text())
+    assert missing == sorted(NOT_RUN_CLI), f"use snapgen.cli.run_cli in: {sorted(set(missing) - set(NOT_RUN_CLI))}"
+
+
+@pytest.mark.xfail(strict=True, reason="snapgen/convert.py's __main__ calls main() without snapgen.cli.run_cli, so "
+                   "`python -m snapgen.convert MISSING DST` prints a traceback and exits 1 (the file is owned by "
+                   "another session; the fix: `raise SystemExit(run_cli(main))`, main returning 0)")
+def test_convert_command_line_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "snapgen.convert", str(tmp_path / "nosrc"), str(tmp_path / "dst")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 2 and "nosrc" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_table_writes_no_table(tmp_path, capsys):
+    from ablations.tables.__main__ import main
+
+    assert main(["geneval", "nosuchtable", "--results", str(tmp_path)]) == 2
+    assert "unknown table 'nosuchtable'" in capsys.readouterr().err
+    assert not (tmp_path / "tables").exists()                 # geneval, named first, was not written either
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ablations.tables import TABLES, regenerate
+from ablations.tables import TABLES, regenerate, renderer
+from snapgen.cli import describe
 from snapgen.records import RecordError
 
 
@@ -18,10 +19,15 @@ def main(argv: list[str] | None = None) -> int:
                    "(marked * in the table)")
     a = p.parse_args(argv)
     try:
+        if a.results is not None and not a.results.is_dir():     # a typo would write empty tables into a new folder
+            raise FileNotFoundError(f"--results {a.results}: no such folder; pass the results root that holds the "
+                                    "records (geneval/, ablation/, ...), or leave it out for the default")
+        for name in a.names:                                      # every name checked before any table is written
+            renderer(name)
         for path in regenerate(a.names or None, a.results, a.allow_dirty):
             print(path)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (KeyError, ValueError, RecordError, OSError) as e:
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 2
     return 0
 

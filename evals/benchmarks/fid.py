@@ -14,6 +14,7 @@ prompted with the captions of those same scenes (COCO-30K style: captions of the
 """
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from pathlib import Path
@@ -212,8 +213,22 @@ def limit_threads(n: int | None):
     return ctx()
 
 
+def check_ref(ref: str) -> None:
+    """``--ref`` before any image is generated: ``world``, or a folder of images or a ``.npz`` that exists."""
+    if ref == "world" or Path(ref).expanduser().exists():
+        return
+    close = " (did you mean world?)" if difflib.get_close_matches(ref, ["world"], n=1, cutoff=0.6) else ""
+    raise FileNotFoundError(f"--ref {ref}: no such folder or file{close}; pass a folder of reference images, a .npz "
+                            "written by `python -m evals.run fid-ref`, or world (the synthetic world's renders)")
+
+
 def _prompts(args, gen) -> tuple[list[str], list[dict] | None, str, int]:
     """(prompts, metadata or None, source, n_images) for a generated run."""
+    if world_mode(gen) == "class" and (args.captions or domain_of(gen, args, "ref") != "world"):
+        flag = "--captions" if args.captions else f"--ref {args.ref}"
+        raise ValueError(f"{flag}: --ckpt {getattr(args, 'ckpt', None) or gen.name} is class-conditional: it is asked "
+                         "for the synthetic world's 40 classes, not captions; drop --captions and pass --ref world "
+                         "(FID-world-class)")
     if args.captions:
         prompts = read_lines(args.captions, "--captions")[: args.limit]
         return prompts, None, str(args.captions), args.n or len(prompts) * args.n_per_prompt
@@ -260,6 +275,7 @@ class FID(Benchmark):
     """
 
     name, help, n_per_prompt = NAME, HELP, 1
+    class_labels = True                  # --ref world asks a class-conditional generator for the world's classes
     metrics = (Metric("fid*", False, "FID", "Frechet Inception distance (pool3, 2048-d); key fid_<tag>"),
                Metric("kid*", False, "KID", "kernel Inception distance, mean over subsets; key kid_<tag>_mean"),
                *(Metric(f"{m}*", True, "fraction", f"{m} of generated vs reference features ({ref}); key {m}_<tag>")
@@ -269,6 +285,7 @@ class FID(Benchmark):
         add_arguments(p)
 
     def plan(self, args, gen) -> Plan:
+        check_ref(args.ref)
         prompts = meta = source = None
         jobs = None
         if gen is not None:

@@ -120,14 +120,19 @@ def migrate_v1(old: dict, path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=100, help="images per set (generated and reference)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (resized to 299 inside)")
-    parser.add_argument("--batch", type=int, default=32, help="Inception batch size")
-    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    from snapgen.cli import positive_int
+
+    parser = argparse.ArgumentParser(prog="python -m evals.metrics.bench_fid", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=positive_int, default=100, help="images per set (generated and reference), >= 2")
+    parser.add_argument("--size", type=positive_int, default=64, help="image side in pixels (resized to 299 inside)")
+    parser.add_argument("--batch", type=positive_int, default=32, help="Inception batch size")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch and BLAS threads")
     parser.add_argument("--out", default=None, help="record path (default: <results>/bench/fid_harness_overhead.json)")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and exit")
     args = parser.parse_args(argv)
+    if args.n < 2:
+        parser.error(f"argument --n: must be >= 2 (FID needs a covariance of each set), got {args.n}")
     if args.dry_run:
         print(f"would time FID on 2 x {args.n} images of {args.size}px, batch {args.batch}, "
               f"{args.threads} thread(s) -> {args.out or 'results/bench/fid_harness_overhead.json'}")
@@ -148,4 +153,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))
