@@ -30,6 +30,7 @@ overridden by its flag; the record keeps the budget it was run with.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import subprocess
@@ -107,9 +108,17 @@ class Paths:
 def jobs(ladder: str, seeds: list[int], variants: list[str] | None = None) -> list[Job]:
     """Every (twin, seed) of the ladder, in registry order then seed order (so a partial run covers whole rungs)."""
     names = [t.name for t in TWINS if ladder_of(t.paper["full_size"]) == ladder]
+    for flag, values in (("--seeds", seeds), ("--variants", variants or [])):
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:
+            raise ValueError(f"{flag}: {', '.join(dup)} given more than once; each (twin, seed) is one job, "
+                             f"pass each value once")
     if variants:
         for v in variants:
-            TWINS.get(v)                                    # unknown names raise with close matches
+            if v not in TWINS.names():
+                close = difflib.get_close_matches(v, names, n=3, cutoff=0.4)
+                raise ValueError(f"--variants {v}: unknown twin; " + (f"did you mean {', '.join(close)}?" if close
+                                 else f"the {ladder} ladder's twins: {', '.join(names)}"))
             if v not in names:
                 raise ValueError(f"--variants {v}: not a twin of the {ladder} ladder")
         names = [n for n in names if n in variants]

@@ -45,6 +45,11 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
         if (ck / "text_proj.safetensors").exists():                          # the finished run, its projection
             from safetensors.torch import load_file                           # from this checkpoint
 
+            from snapgen.io import verify_weights_manifest
+            from snapgen.training.checkpoint import read_state
+
+            # the checkpoint's manifest lists text_proj.safetensors: a changed byte is a clear error
+            verify_weights_manifest(ck, required=bool(read_state(ck).get("weights_manifest")))
             text.proj.load_state_dict(load_file(str(ck / "text_proj.safetensors")))
     pcfg = PipelineConfig(resolution=train_cfg["resolution"], steps=train_cfg.get("sample_steps", 20),
                           guidance=train_cfg.get("sample_guidance", 3.0))

@@ -26,6 +26,8 @@ def decoders_figure(records: dict[str, dict]) -> bytes:
     import matplotlib.pyplot as plt
 
     names = [n for n in ROWS if n in records]
+    if not names:
+        raise RecordError(f"no decoder record (expected one of {', '.join(ROWS)})")
     p = records[names[0]]["protocol"]
     flops_px, lat_px = p["flops_resolution_px"], p["latency_resolution_px"]
     panels = [("params (M)", [value(records[n], "params") / 1e6 for n in names]),
@@ -62,6 +64,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: <results>/figures/decoders.png)")
     a = p.parse_args(argv)
+    if a.results is not None and not a.results.is_dir():
+        raise FileNotFoundError(f"--results {a.results}: no such folder; pass the results root that holds decoders/ "
+                                f"(default: {results_root()})")
     try:
         print(write_figure(a.results, a.out))
     except (RecordError, KeyError, IndexError) as e:

@@ -222,6 +222,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", type=Path, default=None, help="results root (default: snapgen.paths.results_root())")
     p.add_argument("--out-dir", type=Path, default=None, help="where the PNGs go (default: <results>/figures)")
     a = p.parse_args(argv)
+    if a.results is not None and not a.results.is_dir():
+        raise FileNotFoundError(f"--results {a.results}: no such folder; pass the results root that holds "
+                                f"ablation/ and architecture/ (default: {results_root()})")
     for path in write_figures(a.results or results_root(), a.out_dir):
         print(path)
     return 0

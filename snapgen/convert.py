@@ -73,7 +73,7 @@ def write_index(folder: str | Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="examples: python -m snapgen.convert snapgen/weights/world-tiny/pipeline /tmp/wt\n"
                                         "          python -m snapgen.convert --index-only runs/world-tiny/pipeline")
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(str(p) for p in written) if written else f"{args.src}: index files already present")
     else:
         print(convert(args.src, args.dst))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

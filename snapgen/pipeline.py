@@ -114,6 +114,7 @@ class SnapGenPipeline(DiffusionPipeline):
             pipeline_config.shift if pipeline_config is not None else 1.0)
         if unet.config.cond == "text" and text_encoder is None:
             raise ValueError("a text-conditional U-Net needs a text stack")
+        _verify_loaded_vae(vae)
         self.register_modules(unet=unet.eval(), text_encoder=text_encoder, vae=vae, scheduler=scheduler)
         self.register_to_config(**settings)
         self._null = None
@@ -245,6 +246,7 @@ class SnapGenPipeline(DiffusionPipeline):
         """diffusers' layout (model_index.json + one folder per component) and ``pipeline.json``."""
         d = Path(directory)
         super().save_pretrained(str(d), **kwargs)
+        _manifest_foreign_vae(d / "vae", self.vae)
         atomic_write_json(d / "pipeline.json", {"_class_name": "SnapGenPipeline", **asdict(self.pipeline_config)})
         return d
 
@@ -281,6 +283,29 @@ def load_legacy(d: Path) -> SnapGenPipeline:
 
         decoder = AutoencoderKL.from_pretrained(require_path(d / "decoder", "pipeline VAE", "", ("config.json",)))
     return SnapGenPipeline(unet, text, decoder, config)
+
+
+def _manifest_foreign_vae(folder: Path, vae) -> None:
+    """A diffusers ``AutoencoderKL`` saves itself without our manifest: give its folder one (our own classes write
+    theirs in ``PretrainedMixin.save_pretrained``)."""
+    from snapgen.io import WEIGHTS_MANIFEST, write_weights_manifest
+
+    if vae is not None and folder.is_dir() and not (folder / WEIGHTS_MANIFEST).is_file():
+        write_weights_manifest(folder)
+
+
+def _verify_loaded_vae(vae) -> None:
+    """A diffusers ``AutoencoderKL`` loaded from a folder (diffusers records it as ``config._name_or_path``) is
+    checked against that folder's manifest, whichever loader built the pipeline (``SnapGenPipeline`` or
+    ``DiffusionPipeline.from_pretrained``, the legacy layout): diffusers itself does not. Our own classes check
+    themselves in ``PretrainedMixin.from_pretrained``; a folder without a manifest (a third-party VAE) is not
+    checked."""
+    from snapgen.io import verify_weights_folder
+    from snapgen.models.pretrained import PretrainedMixin
+
+    source = getattr(getattr(vae, "config", None), "_name_or_path", None)
+    if vae is not None and not isinstance(vae, PretrainedMixin) and isinstance(source, str) and Path(source).is_dir():
+        verify_weights_folder(source)
 
 
 # ``DiffusionPipeline.from_pretrained(dir)`` looks the model_index.json class name up in the diffusers namespace.

@@ -196,6 +196,14 @@ CASES = [
     ("decoders-latent-neg", "ablations.decoders", ["--latent", "-8", "--results", "{tmp}"], 2, "--latent"),
     ("decoders-no-measure-timing", "ablations.decoders", ["--no-measure", "--repeats", "5", "--results", "{tmp}"], 2,
      "--repeats"),
+    ("ladder-seeds-duplicate", AB, ["ladder", "--seeds", "0", "0", *LADDER_DRY], 2, "--seeds"),
+    ("ladder-variant-duplicate", AB, ["ladder", "--variants", "world-t2i-s4-ffn3", "world-t2i-s4-ffn3",
+                                      *LADDER_DRY], 2, "--variants"),
+    ("ladder-variant-typo", AB, ["ladder", "--variants", "world-t2i-s4-ffn", *LADDER_DRY], 2, "world-t2i-s4-ffn3"),
+    ("figure-ladder-results-missing", "paper_figures.ladder", ["--results", "{tmp}/nores"], 2, "--results"),
+    ("figure-decoders-results-missing", "paper_figures.decoders", ["--results", "{tmp}/nores"], 2, "--results"),
+    ("figure-decoders-no-records", "paper_figures.decoders", ["--results", "{tmp}/imgs", "--out", "{tmp}/d.png"], 2,
+     "no decoder record"),
     ("convert-src-missing", "snapgen.convert", ["{tmp}/nosrc", "{tmp}/dst"], 2, "nosrc"),
     ("convert-src-is-unet", "snapgen.convert", ["{cls}/unet", "{tmp}/dst"], 2, "pipeline.json"),
     ("convert-dst-is-file", "snapgen.convert", ["{cls}", "{tmp}/bad.json"], 2, "bad.json"),
@@ -249,7 +257,6 @@ def test_catalogue_covers_every_cli():
 ROOT = Path(__file__).resolve().parents[1]
 # command lines whose ``__main__`` does not (yet) go through run_cli, and why
 NOT_RUN_CLI = {
-    "snapgen/convert.py": "owned by another session right now: test_convert_command_line_has_no_traceback (xfail)",
     "ablations/twins.py": "argparse is its only input; it exits 0 on a closed pipe (run_cli would call that exit 2)",
 }
 
@@ -264,9 +271,6 @@ def test_every_command_line_goes_through_run_cli():
     assert missing == sorted(NOT_RUN_CLI), f"use snapgen.cli.run_cli in: {sorted(set(missing) - set(NOT_RUN_CLI))}"
 
 
-@pytest.mark.xfail(strict=True, reason="snapgen/convert.py's __main__ calls main() without snapgen.cli.run_cli, so "
-                   "`python -m snapgen.convert MISSING DST` prints a traceback and exits 1 (the file is owned by "
-                   "another session; the fix: `raise SystemExit(run_cli(main))`, main returning 0)")
 def test_convert_command_line_has_no_traceback(tmp_path):
     import subprocess
     import sys
@@ -431,6 +435,64 @@ def test_flipped_byte_in_a_pipeline_decoder_is_a_clear_error(tmp_path):
     _flip_tensor_byte(d / "vae" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(CorruptWeightsError, match="vae/diffusion_pytorch_model.safetensors' is corrupted"):
         SnapGenPipeline.from_pretrained(d)
+
+
+def test_flipped_byte_in_a_pipeline_autoencoderkl_is_a_clear_error(tmp_path):
+    """diffusers' AutoencoderKL saves and loads without a manifest of its own: the pipeline writes one for its
+    vae/ and checks it through both loaders (SnapGenPipeline and DiffusionPipeline.from_pretrained)."""
+    from diffusers import AutoencoderKL, DiffusionPipeline
+
+    from snapgen.io import CorruptWeightsError
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, layers_per_block=1).eval()
+    pcfg = PipelineConfig(decoder="vae", resolution=32, steps=2, guidance=1.0, null_class=4)
+    d = SnapGenPipeline(_tiny_unet(channels=4, size=16), None, vae, pcfg).save_pretrained(tmp_path / "p")
+    assert "diffusion_pytorch_model.safetensors" in json.loads((d / "vae" / "weights.sha256.json").read_text())["files"]
+    SnapGenPipeline.from_pretrained(d)
+    _flip_tensor_byte(d / "vae" / "diffusion_pytorch_model.safetensors")
+    for load in (SnapGenPipeline.from_pretrained, DiffusionPipeline.from_pretrained):
+        with pytest.raises(CorruptWeightsError, match="vae/diffusion_pytorch_model.safetensors' is corrupted"):
+            load(d)
+
+
+def test_flipped_byte_in_a_checkpoint_text_projection_is_a_clear_error(tmp_path):
+    """The learning curve rebuilds a pipeline from a checkpoint's EMA and text_proj.safetensors: the checkpoint's
+    manifest is checked first."""
+    from evals.learning_curve import checkpoint_pipeline
+    from snapgen.io import CorruptWeightsError
+    from snapgen.text import TextEncoderStack
+    from snapgen.training.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    TextEncoderStack().save_pretrained(run / "pipeline" / "text")
+    (run / "train_config.json").write_text(json.dumps({"resolution": 32}))
+    ck = save_checkpoint(run, 5, {"ema": _tiny_unet("text"), "text_proj": torch.nn.Linear(4, 4)}, {},
+                         {"objective": "flow", "config": {}}, keep=1)
+    _flip_tensor_byte(ck / "text_proj.safetensors")
+    with pytest.raises(CorruptWeightsError, match="text_proj.safetensors' is corrupted"):
+        checkpoint_pipeline(ck, run, tmp_path / "curve")
+    assert not (tmp_path / "curve" / "pipeline").exists()
+
+
+def test_flipped_byte_in_the_decoder_proofs_standin_vae_is_a_clear_error(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from snapgen.io import CorruptWeightsError, write_weights_manifest
+    from snapgen.training.decoder_data import load_frozen_encoder
+
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, layers_per_block=1)
+    vae.save_pretrained(str(tmp_path / "standin_vae"))
+    write_weights_manifest(tmp_path / "standin_vae")          # as decoder_world_proof writes it
+    load_frozen_encoder(tmp_path / "standin_vae")
+    _flip_tensor_byte(tmp_path / "standin_vae" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(CorruptWeightsError, match="standin_vae/diffusion_pytorch_model.safetensors' is corrupted"):
+        load_frozen_encoder(tmp_path / "standin_vae")
 
 
 def test_model_folders_without_their_own_manifest(tmp_path, monkeypatch, recwarn):

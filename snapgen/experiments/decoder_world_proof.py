@@ -158,6 +158,7 @@ def run_world_proof(out: Path, results_dir: Path | None = None, pc: WorldProofCo
     from snapgen.env import environment
     from snapgen.paths import results_dir as results_folder
     from snapgen.recon_metrics import reconstruction_metrics
+    from snapgen.io import write_weights_manifest
     from snapgen.records import write_record
 
     t0 = time.perf_counter()
@@ -165,6 +166,7 @@ def run_world_proof(out: Path, results_dir: Path | None = None, pc: WorldProofCo
     held_out = render_world(pc.n_eval, pc.resolution, pc.eval_seed)          # (n_eval, 3, R, R)
     vae = train_standin_vae(pc, train_pool, progress)
     vae.save_pretrained(str(out / "standin_vae"))                             # then reload as a user would
+    write_weights_manifest(out / "standin_vae")                               # checked by load_frozen_encoder
     t_vae = time.perf_counter() - t0
     frozen = load_frozen_encoder(out / "standin_vae")
     cfg = pc.decoder_train_config(vgg16_weights, lpips_weights)

@@ -93,6 +93,9 @@ def load_frozen_encoder(encoder_dir: str | Path):
         raise MissingWeightsError(f"frozen VAE encoder: no diffusion_pytorch_model.safetensors in '{root}'. {how}")
     from diffusers import AutoencoderKL
 
+    from snapgen.io import verify_weights_folder
+
+    verify_weights_folder(root)           # one this project wrote carries a manifest; a downloaded VAE has none
     vae = AutoencoderKL.from_pretrained(str(root))
     return vae.requires_grad_(False).eval()
 
