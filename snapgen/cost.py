@@ -175,3 +175,30 @@ def time_first_call_apart(fn: Callable[[], Any], warmup: int, repeats: int, devi
         stats = time_fn(fn, warmup=warmup - 1, repeats=repeats, timer=timer, sync=sync)
     stats.warmup = warmup
     return {**stats.to_dict(), "first_call_ms": first_ms, "clock": "cuda_events" if cuda else "perf_counter"}
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 3,
+                     timer: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
+    """Time several callables round-robin (A, B, C, A, B, C, ...) so that machine noise hits each alike; ``warmup``
+    untimed rounds first. Returns each one's statistics."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    gc.collect()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = timer()
+            fn()
+            times[k].append(timer() - t0)
+    return {k: summarize_times(t, warmup) for k, t in times.items()}
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> dict:
+    """The machine's dense-GEMM rate at the current thread count: an n x n x n matmul (2 n^3 FLOPs), median of
+    ``repeats`` after one warm-up; the reference that 'achieved GFLOP/s' of a model is read against."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+    stats = time_fn(lambda: a @ b, warmup=1, repeats=repeats)
+    return {"gflops_per_s": 2 * n ** 3 / (stats.median_ms / 1e3) / 1e9, "n": n, "dtype": str(dtype).split(".")[-1],
+            "threads": torch.get_num_threads(), "median_ms": stats.median_ms, "times_ms": stats.times_ms}

@@ -165,11 +165,42 @@ class TinyDecoder(PretrainedMixin, nn.Module):
                 nn.init.zeros_(m.pw_out.weight)
                 nn.init.zeros_(m.pw_out.bias)
 
+    # ``forward`` takes the fused CPU inference path (``_forward_fused``: same weights, same arithmetic up to float
+    # rounding, checked by tests/test_decoder_fused.py) when it applies; set ``fused_cpu = False`` for the module path.
+    fused_cpu: bool = True
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (N, 16, h, w) unscaled latent -> (N, 3, 8h, 8w)
+        if self.uses_fused_path(z):
+            return self._forward_fused(z)
         x = self.conv_in(z)                                  # (N, C0, h, w)
         for stage in self.stages.values():
             x = stage(x)                                     # (N, Ci, 2^i h, 2^i w)
         return self.conv_out(self.act_out(self.norm_out(x)))
+
+    def uses_fused_path(self, z: torch.Tensor) -> bool:
+        """Inference on CPU (no autograd, not traced / scripted / compiled / exported) with the default block
+        options; everything else (training, Core ML export, GPUs, ``norm="every_block"``, bilinear) runs the
+        modules."""
+        return (self.fused_cpu and z.device.type == "cpu" and not torch.is_grad_enabled() and z.dim() == 4
+                and self.config.norm != "every_block" and self.config.upsample_mode == "nearest"
+                and self.config.kernel_size == 3                and z.dtype in (torch.float32, torch.bfloat16) and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+
+    def _forward_fused(self, z: torch.Tensor) -> torch.Tensor:
+        """The module path computed in NHWC with fewer passes over memory (``_fused`` helpers):
+
+        * each SepResBlock's pointwise MLP (1x1 -> act -> 1x1, + residual) runs on blocks of pixels that stay in
+          cache, never writing the 2C-channel hidden map or the bias-initialised conv outputs to memory;
+        * each Upsample (nearest 2x, depthwise kxk, 1x1) runs the depthwise conv on the low-resolution map as
+          four phase kernels (nearest upsampling followed by a zero-padded 3x3 conv equals, at output pixel
+          (2i + a, 2j + b), a 3x3 conv of the input whose taps are the original ones summed per source pixel), so
+          the upsampled map is never materialised; the phases are interleaved straight into the output.
+        Only CPU inference takes it (``uses_fused_path``); the arithmetic differs from the modules' by rounding."""
+        x = _nhwc(self.conv_in(z))                                              # (N, h, w, C0)
+        for stage in self.stages.values():
+            for layer in stage:
+                x = _fused_upsample(layer, x) if isinstance(layer, Upsample) else _fused_sep_block(layer, x)
+        return _fused_tail(self, x)
 
     @property
     def cfg(self) -> TinyDecoderConfig:
@@ -182,6 +213,187 @@ class TinyDecoder(PretrainedMixin, nn.Module):
 
     def scale_latent(self, z_vae: torch.Tensor) -> torch.Tensor:
         return (z_vae - self.cfg.shift_factor) * self.cfg.scaling_factor
+
+
+# ---- the fused CPU inference path (TinyDecoder._forward_fused) --------------------------------------------
+# Every layer runs on bands of image rows whose working set stays in cache (~1 MiB; L2 is 2 MiB here): a band of
+# input rows plus a one-row halo above and below is read once, every op of the layer runs on it, and its output rows
+# are written once. SepResBlocks write their output in place (the halo row a later band needs is kept aside), so
+# the only full-size tensors created are the upsampled maps; fresh large tensors cost page faults on first touch,
+# which cost more than the arithmetic of these thin layers.
+_BAND_BYTES = 1 << 20
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) of any memory format -> a contiguous (N, H, W, C) tensor."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _band_rows(width: int, channels: int, itemsize: int) -> int:
+    """Image rows per band so that one (rows, width, channels) slab is about ``_BAND_BYTES``."""
+    return max(1, _BAND_BYTES // (width * channels * itemsize))
+
+
+def _act_(name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=True) if name == "silu" else F.relu_(x)
+
+
+def _act_name(module: nn.Module) -> str:
+    return "silu" if isinstance(module, nn.SiLU) else "relu"
+
+
+def _with_halo(x: torch.Tensor, i0: int, i1: int, top: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """Rows i0-1 .. i1 of NHWC image ``x`` (one sample: (H, W, C)) into ``out`` (i1 - i0 + 2, W, C), zeros outside
+    the image; row i0-1 comes from ``top`` when given (its original value, ``x`` having been overwritten there)."""
+    hgt = x.shape[0]
+    rows = out[: i1 - i0 + 2]
+    if i0 == 0:
+        rows[0].zero_()
+    else:
+        rows[0].copy_(top if top is not None else x[i0 - 1])
+    rows[1: i1 - i0 + 1].copy_(x[i0:i1])
+    if i1 == hgt:
+        rows[-1].zero_()
+    else:
+        rows[-1].copy_(x[i1])
+    return rows
+
+
+def _dw_rows(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise conv (k = 3 rows, padding 1 along the width only) of a (R + 2, W, C) slab -> (R, W, C)."""
+    # (1, C, R + 2, W) in channels_last strides (the batch stride must be R W C for oneDNN to keep NHWC, no copy)
+    y = F.conv2d(rows.unsqueeze(0).permute(0, 3, 1, 2), weight, bias, padding=(0, weight.shape[-1] // 2),
+                 groups=rows.shape[-1])
+    return y[0].permute(1, 2, 0)                                  # channels_last output: a contiguous (R, W, C)
+
+
+def _fused_sep_block(block: SepResBlock, x: torch.Tensor) -> torch.Tensor:
+    """SepResBlock (no norm: ``norm="every_block"`` takes the module path) on NHWC ``x``, in place."""
+    act = _act_name(block.act)
+    n, hgt, wid, c = x.shape
+    hidden = block.pw_in.weight.shape[0]
+    w_in, b_in = block.pw_in.weight.view(hidden, c).t(), block.pw_in.bias
+    w_out, b_out = block.pw_out.weight.view(c, hidden).t(), block.pw_out.bias
+    band = _band_rows(wid, hidden, x.element_size())
+    slab = x.new_empty(band + 2, wid, c)
+    mid = x.new_empty(band * wid, hidden)
+    res = x.new_empty(band * wid, c)
+    for b in range(n):
+        xb, top = x[b], None
+        for i0 in range(0, hgt, band):
+            i1 = min(i0 + band, hgt)
+            m = (i1 - i0) * wid
+            rows = _act_(act, _with_halo(xb, i0, i1, top, slab))             # act(x) on the band and its halo
+            top = xb[i1 - 1].clone()                                          # the next band's halo, before overwrite
+            h = _dw_rows(rows, block.dw.weight, block.dw.bias).reshape(m, c)
+            t = torch.addmm(b_in, h, w_in, out=mid[:m])
+            _act_(act, t)
+            y = torch.addmm(b_out, t, w_out, out=res[:m])
+            xb[i0:i1].view(m, c).add_(y)                                      # residual, in place
+    return x
+
+
+def _group_stats(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-group mean and (biased) variance of NHWC ``x``, in float32, by two passes: the mean from
+    channel sums, then the squared deviations from it summed over bands (exact where a one-pass E[x^2] - E[x]^2
+    would cancel; ``torch.var_mean`` over these strided dims is ~30x slower)."""
+    n, c = x.shape[0], x.shape[-1]
+    cg = c // groups
+    flat = x.reshape(n, -1, c)
+    count = flat.shape[1] * cg
+    mean = flat.sum(1, dtype=torch.float32).view(n, groups, cg).sum(-1) / count                # (N, G)
+    centre = mean.repeat_interleave(cg, dim=1)                                                # (N, C)
+    m2 = torch.zeros(n, c, dtype=torch.float32)
+    rows = max(256, _BAND_BYTES // (c * 4))
+    for b in range(n):
+        for i in range(0, flat.shape[1], rows):
+            m2[b] += (flat[b, i:i + rows].float() - centre[b]).square_().sum(0)                  # column sums
+    return mean, m2.view(n, groups, cg).sum(-1) / count
+
+
+def _group_norm_affine(norm: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupNorm of NHWC ``x`` as a per-sample, per-channel affine map y = x * scale + shift: (N, C) each."""
+    n, g, c = x.shape[0], norm.num_groups, x.shape[-1]
+    mean, var = _group_stats(x, g)                                                             # (N, G) float32
+    weight = norm.weight if norm.weight is not None else x.new_ones(c, dtype=torch.float32)
+    bias = norm.bias if norm.bias is not None else x.new_zeros(c, dtype=torch.float32)
+    scale = weight.float().view(g, c // g) * (var + norm.eps).rsqrt()[:, :, None]              # (N, G, C/G)
+    shift = bias.float().view(g, c // g) - mean[:, :, None] * scale
+    return scale.reshape(n, c).to(x.dtype), shift.reshape(n, c).to(x.dtype)
+
+
+def _fused_tail(dec: "TinyDecoder", x: torch.Tensor) -> torch.Tensor:
+    """norm_out -> act -> conv_out (3x3, few output channels) of NHWC ``x`` -> contiguous NCHW image. Per band: the
+    normalised, activated rows (and halo) are formed in cache, one GEMM gives every tap's contribution
+    (C_in -> 9 C_out), nine shifted adds sum them (oneDNN's direct conv runs 3-channel outputs at a few GFLOP/s)."""
+    n, hgt, wid, c = x.shape
+    conv = dec.conv_out
+    c_out = conv.weight.shape[0]
+    if isinstance(dec.norm_out, nn.GroupNorm):     # torch's channels_last GroupNorm kernel is ~100x less exact
+        scale, shift = _group_norm_affine(dec.norm_out, x)
+    else:
+        scale = shift = None
+    act = _act_name(dec.act_out)
+    w = conv.weight.permute(1, 2, 3, 0).reshape(c, 9 * c_out)                  # (C_in, ky, kx, C_out)
+    out = x.new_empty(n, hgt, wid, c_out)
+    band = _band_rows(wid, max(c, 9 * c_out), x.element_size())
+    slab = x.new_empty(band + 2, wid, c)
+    for b in range(n):
+        for i0 in range(0, hgt, band):
+            i1 = min(i0 + band, hgt)
+            rows = _with_halo(x[b], i0, i1, None, slab)
+            if scale is not None:
+                rows.mul_(scale[b]).add_(shift[b])
+            _act_(act, rows)
+            if i0 == 0:
+                rows[0].zero_()                    # zero padding is applied after norm and act
+            if i1 == hgt:
+                rows[-1].zero_()
+            y = (rows.reshape(-1, c) @ w).view(i1 - i0 + 2, wid, 3, 3, c_out)
+            o = out[b, i0:i1]
+            o.copy_((conv.bias if conv.bias is not None else o.new_zeros(c_out)).view(1, 1, c_out).expand_as(o))
+            for ky in range(3):
+                for kx in range(3):
+                    dx = kx - 1
+                    ca, cb = max(0, -dx), min(wid, wid - dx)
+                    o[:, ca:cb] += y[ky:ky + i1 - i0, ca + dx:cb + dx, ky, kx]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """Depthwise (C, 1, k, k) kernel applied after nearest 2x upsampling -> (4C, 1, 3, 3) kernels on the input:
+    output channel 4c + 2a + b is phase (a, b) of channel c (k = 3, zero padding 1)."""
+    # source offset (-1, 0, +1) each tap of phase a reads: a = 0 -> taps (-1, 0, +1) read (-1, 0, 0); a = 1 -> (0, 0, +1)
+    m = weight.new_zeros(2, 3, 3)                                                # [phase, source offset, tap]
+    m[0, 0, 0] = m[0, 1, 1] = m[0, 1, 2] = 1
+    m[1, 1, 0] = m[1, 1, 1] = m[1, 2, 2] = 1
+    k = torch.einsum("arp,bsq,cpq->cabrs", m, m, weight[:, 0])                 # (C, 2, 2, 3, 3)
+    return k.reshape(-1, 1, 3, 3)
+
+
+def _fused_upsample(up: Upsample, x: torch.Tensor) -> torch.Tensor:
+    """Upsample (nearest 2x -> depthwise 3x3 -> 1x1) on NHWC ``x`` -> NHWC (N, 2H, 2W, C_out). Per band of input
+    rows and phase (a, b): the phase's depthwise conv at the input's resolution, the 1x1, and a strided write into
+    the phase's output pixels; the upsampled map is never formed."""
+    n, hgt, wid, c = x.shape
+    c_out = up.pw.weight.shape[0]
+    k = _phase_kernels(up.dw.weight).view(c, 2, 2, 1, 3, 3).permute(1, 2, 0, 3, 4, 5).contiguous()  # [a, b]
+    out = x.new_empty(n, hgt, 2, wid, 2, c_out)                                   # = (N, 2H, 2W, C_out)
+    w, bias = up.pw.weight.view(c_out, c).t(), up.pw.bias
+    band = _band_rows(wid, 2 * max(c, c_out), x.element_size())
+    slab = x.new_empty(band + 2, wid, c)
+    res = x.new_empty(band * wid, c_out)
+    for b in range(n):
+        for i0 in range(0, hgt, band):
+            i1 = min(i0 + band, hgt)
+            m = (i1 - i0) * wid
+            rows = _with_halo(x[b], i0, i1, None, slab)
+            for a in range(2):
+                for bb in range(2):
+                    h = _dw_rows(rows, k[a, bb], up.dw.bias).reshape(m, c)
+                    y = torch.addmm(bias, h, w, out=res[:m])
+                    out[b, i0:i1, a, :, bb].copy_(y.view(i1 - i0, wid, c_out))
+    return out.view(n, 2 * hgt, 2 * wid, c_out)
 
 
 # ---- VAE decoder baselines, built from the diffusers configs without weights -------------------------

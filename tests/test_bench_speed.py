@@ -1,0 +1,52 @@
+"""The speed benchmarks' machinery (issue 18): interleaved timing, the matmul reference rate, the decoder benchmark's
+record. No timing is asserted: the benchmarks write records, the tests check their structure."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from ablations.bench_decoders import NAMES, DecoderBenchSettings, main, run_bench
+from snapgen.cost import matmul_peak_gflops, time_interleaved
+from snapgen.records import read_record, validate_record, value
+
+
+def test_time_interleaved_runs_round_robin_after_warmup():
+    calls: list[str] = []
+    clock = itertools.count(0.0, 0.5)
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    stats = time_interleaved(fns, warmup=1, repeats=2, timer=lambda: next(clock))
+    assert calls == list("abc") * 3                    # one warm-up round, then two timed rounds, in turn
+    assert {k: s.n for k, s in stats.items()} == {"a": 2, "b": 2, "c": 2}
+    assert all(s.median_ms == 500.0 for s in stats.values())
+
+
+def test_matmul_reference_rate_is_a_positive_rate():
+    r = matmul_peak_gflops(torch.float32, n=64, repeats=2)
+    assert r["gflops_per_s"] > 0 and r["n"] == 64 and r["dtype"] == "float32" and len(r["times_ms"]) == 2
+
+
+def test_decoder_benchmark_record(tmp_path):
+    s = DecoderBenchSettings(sizes_px=(16, 32), repeats=1, warmup=1, probe_px=16, threads=1)
+    rec = validate_record(run_bench(s, progress=lambda *_: None))
+    assert rec["kind"] == "benchmark" and rec["protocol"]["order"] == "interleaved"
+    assert rec["protocol"]["sizes_px"] == [16, 32] and rec["environment"]["threads"] == 1
+    for px in (16, 32):
+        rows = {n: rec["details"]["rows"][f"{n}@{px}"] for n in NAMES}
+        assert value(rec, f"speedup_vs_sd3_{px}") == pytest.approx(rows["sd3_vae"]["median_ms"] /
+                                                                   rows["tiny"]["median_ms"])
+        assert value(rec, f"flops_ratio_sd3_{px}") == pytest.approx(rows["sd3_vae"]["flops"] / rows["tiny"]["flops"])
+        assert value(rec, f"flops_ratio_sd3_{px}") > 50                        # ~99x at every size
+    assert set(rec["details"]["probe_ms"]["tiny"]) == {"fused", "modules_channels_last", "modules"}
+    assert rec["details"]["chosen"]["tiny"] in rec["details"]["probe_ms"]["tiny"]
+    assert len(rec["details"]["matmul_reference"]) == 2
+
+
+def test_decoder_benchmark_cli(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["--sizes", "16", "--probe-px", "16", "--repeats", "1", "--out", str(out)]) == 0
+    assert read_record(out)["protocol"]["dtype"] == "float32"
+    with pytest.raises(SystemExit) as e:
+        main(["--sizes", "20", "--dry-run"])
+    assert e.value.code == 2 and "multiple of 8" in capsys.readouterr().err
