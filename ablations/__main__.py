@@ -87,9 +87,9 @@ def cmd_bench(a) -> int:
     from ablations.bench import bench_path, bench_unet_vs_sdxl
     from snapgen.records import value
 
-    rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats)
+    rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats, a.dtype, a.channels_last, a.threads)
     print(json.dumps({**{k: value(rec, k) for k in ("latency_ratio", "flops_ratio")},
-                      "path": str(bench_path(a.snapgen, a.latent))}, indent=2))
+                      "path": str(bench_path(a.snapgen, a.latent, a.dtype, a.channels_last))}, indent=2))
     return 0
 
 
@@ -130,6 +130,11 @@ def main(argv=None) -> int:
     s.add_argument("--latent", type=positive_int, default=32, help="latent side (32 = 256 px); a multiple of 4")
     s.add_argument("--warmup", type=nonnegative_int, default=1)
     s.add_argument("--repeats", type=positive_int, default=5)
+    s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="weights and activations of both U-Nets (recorded, in the record's name)")
+    s.add_argument("--channels-last", action="store_true", help="channels_last memory for both (recorded)")
+    s.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (recorded; "
+                   "default: torch's current setting)")
     s.set_defaults(fn=cmd_bench)
     sub.add_parser("ladder", help="train and score every world-scale twin x seed (python -m ablations ladder --help)",
                    add_help=False)

@@ -28,11 +28,14 @@ REFERENCE = "sdxl-unet"
 PROTOCOL_KEYS = ("device", "latent", "resolution_px", "batch", "dtype", "threads", "warmup", "repeats", "order")
 
 
-def bench_path(snapgen: str = "snapgen-t2i", latent: int = 32) -> Path:
-    return results_dir("bench") / f"unet_{snapgen}_vs_sdxl_latent{latent}.json"
+def bench_path(snapgen: str = "snapgen-t2i", latent: int = 32, dtype: str = "float32",
+               channels_last: bool = False) -> Path:
+    tag = ("" if dtype == "float32" else f"_{dtype}") + ("_channels_last" if channels_last else "")
+    return results_dir("bench") / f"unet_{snapgen}_vs_sdxl_latent{latent}{tag}.json"
 
 
-def bench_envelope(snapgen: str, protocol: dict, rows: dict[str, dict], environment_: dict) -> dict:
+def bench_envelope(snapgen: str, protocol: dict, rows: dict[str, dict], environment_: dict,
+                   matmul_reference: list[dict] | None = None) -> dict:
     """The record from the settings and per-model rows (shared by a new run and by ``migrate_v1``)."""
     s, x = rows[snapgen], rows[REFERENCE]
     scores = {"latency_ratio": score(x["median_ms"] / s["median_ms"], higher_is_better=None, unit="x"),
@@ -42,32 +45,74 @@ def bench_envelope(snapgen: str, protocol: dict, rows: dict[str, dict], environm
         scores[f"cpu_ms_median_{protocol['resolution_px']}px_{name}"] = score(
             row["median_ms"], n=row["n"], higher_is_better=False, unit="ms")
     details = {"snapgen": snapgen, "reference": REFERENCE, "ratios": "reference / snapgen", "rows": rows}
+    if matmul_reference:                       # records since issue 18: achieved rates against this CPU's GEMM
+        peak = max(r["gflops_per_s"] for r in matmul_reference)
+        details["matmul_reference"] = matmul_reference
+        for name, row in rows.items():
+            scores[f"gflops_per_s_{name}"] = score(row["gflops_per_s"], higher_is_better=True, unit="GFLOP/s")
+            scores[f"fraction_of_matmul_peak_{name}"] = score(row["gflops_per_s"] / peak, higher_is_better=True,
+                                                              unit="fraction")
     return make_record(KIND, f"{snapgen}-vs-{REFERENCE}", protocol, scores, details, environment_)
 
 
-def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5) -> dict:
-    """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(snapgen, latent)``)."""
-    torch.manual_seed(0)
-    variants = [REGISTRY.get(snapgen), REGISTRY.get(REFERENCE)]
-    models = [build_model(v, "cpu", timing_init=True) for v in variants]
-    inputs = [example_inputs(v, latent=latent) for v in variants]
-    times: list[list[float]] = [[], []]
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for m, (a, k) in zip(models, inputs):
-                m(*a, **k)
-        for _ in range(repeats):  # interleaved A, B, A, B ...
-            for i, (m, (a, k)) in enumerate(zip(models, inputs)):
-                t0 = time.perf_counter()
-                m(*a, **k)
-                times[i].append(time.perf_counter() - t0)
-    flops = [count_flops(m, *a, **k).total for m, (a, k) in zip(models, inputs)]
-    rows = {v.name: {"params": count_params(m), "flops": f, **summarize_times(t, warmup).to_dict()}
-            for v, m, f, t in zip(variants, models, flops, times)}
-    protocol = {"device": "cpu", "latent": latent, "resolution_px": latent * 8, "batch": 1, "dtype": "float32",
-                "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "order": "interleaved"}
-    rec = bench_envelope(snapgen, protocol, rows, environment("cpu"))
-    write_record(bench_path(snapgen, latent), rec)
+def _cast(obj, dtype: torch.dtype, memory_format):
+    """Inputs of ``example_inputs`` in ``dtype`` (floating tensors only) and ``memory_format`` (4-D ones)."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point():
+            obj = obj.to(dtype)
+        return obj.contiguous(memory_format=memory_format) if obj.dim() == 4 else obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cast(o, dtype, memory_format) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _cast(v, dtype, memory_format) for k, v in obj.items()}
+    return obj
+
+
+def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5,
+                       dtype: str = "float32", channels_last: bool = False, threads: int | None = None) -> dict:
+    """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(...)``). ``dtype``
+    bfloat16 = bf16 weights and activations (both models); the 2048^3 matmul rate in the same dtype is measured
+    before and after, so each model's achieved GFLOP/s (FLOPs counted on meta, fp32 graph) reads against it."""
+    from snapgen.cost import matmul_peak_gflops
+
+    prev = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        dt = getattr(torch, dtype)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        variants = [REGISTRY.get(snapgen), REGISTRY.get(REFERENCE)]
+        fp32_models = [build_model(v, "cpu", timing_init=True) for v in variants]
+        fp32_inputs = [example_inputs(v, latent=latent) for v in variants]
+        flops = [count_flops(m, *a, **k).total for m, (a, k) in zip(fp32_models, fp32_inputs)]
+        params = [count_params(m) for m in fp32_models]
+        models = [m.to(dt).to(memory_format=fmt) for m in fp32_models]
+        inputs = [(_cast(a, dt, fmt), _cast(k, dt, fmt)) for a, k in fp32_inputs]
+        times: list[list[float]] = [[], []]
+        with torch.inference_mode():
+            peaks = [matmul_peak_gflops(dt)]
+            for _ in range(warmup):
+                for m, (a, k) in zip(models, inputs):
+                    m(*a, **k)
+            for _ in range(repeats):  # interleaved A, B, A, B ...
+                for i, (m, (a, k)) in enumerate(zip(models, inputs)):
+                    t0 = time.perf_counter()
+                    m(*a, **k)
+                    times[i].append(time.perf_counter() - t0)
+            peaks.append(matmul_peak_gflops(dt))
+        rows = {}
+        for v, p, f, t in zip(variants, params, flops, times):
+            st = summarize_times(t, warmup).to_dict()
+            rows[v.name] = {"params": p, "flops": f, "gflops_per_s": f / (st["median_ms"] / 1e3) / 1e9, **st}
+        protocol = {"device": "cpu", "latent": latent, "resolution_px": latent * 8, "batch": 1, "dtype": dtype,
+                    "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "order": "interleaved"}
+        if channels_last:
+            protocol["channels_last"] = True
+        rec = bench_envelope(snapgen, protocol, rows, environment("cpu"), peaks)
+    finally:
+        torch.set_num_threads(prev)
+    write_record(bench_path(snapgen, latent, dtype, channels_last), rec)
     return rec
 
 

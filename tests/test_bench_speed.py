@@ -50,3 +50,30 @@ def test_decoder_benchmark_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--sizes", "20", "--dry-run"])
     assert e.value.code == 2 and "multiple of 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype,channels_last", [("float32", False), ("bfloat16", True)])
+def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last):
+    """`python -m ablations bench --dtype/--channels-last/--threads`, on small-width builds of two registry variants
+    (the real ones need 10 GB): the record names its dtype and memory format, rates are FLOPs / median."""
+    import ablations.bench as bench
+    from ablations.models import build_model, example_inputs, tiny_config
+
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    monkeypatch.setattr(bench, "REFERENCE", "t2i-baseline")
+    monkeypatch.setattr(bench, "build_model", lambda v, device, timing_init=False:
+                        build_model(v, device, tiny_config(v.config), timing_init=timing_init))
+    monkeypatch.setattr(bench, "example_inputs", lambda v, latent: example_inputs(v, latent, config=tiny_config(v.config)))
+    rec = bench.bench_unet_vs_sdxl("snapgen-t2i", 8, warmup=1, repeats=2, dtype=dtype, channels_last=channels_last,
+                                   threads=1)
+    path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last)
+    assert path.is_file() and path.parent == tmp_path / "bench"
+    assert (dtype in path.name) == (dtype != "float32") and ("channels_last" in path.name) == channels_last
+    saved = validate_record(read_record(path))
+    assert saved["protocol"]["dtype"] == dtype and saved["protocol"]["threads"] == 1
+    assert saved["protocol"].get("channels_last", False) == channels_last
+    row = saved["details"]["rows"]["snapgen-t2i"]
+    assert value(saved, "gflops_per_s_snapgen-t2i") == pytest.approx(row["flops"] / row["median_ms"] * 1e3 / 1e9)
+    assert saved["details"]["matmul_reference"][0]["dtype"] == dtype
+    assert 0 < value(saved, "fraction_of_matmul_peak_snapgen-t2i")
+    assert rec["scores"] == saved["scores"]
