@@ -299,8 +299,34 @@ def test_cli_kd_resume_and_ladd(world_teacher, tmp_path):
                  str(ladd), "--no-progress", *common, "steps=2"]) == 0
     rec = json.loads((ladd / "log.jsonl").read_text().splitlines()[-1])
     assert all(abs(rec["terms"][k]) < 1e6 for k in ("d", "g_adv", "distill"))
+    assert 0 <= rec["terms"]["d_real_acc"] <= 1 and 0 <= rec["terms"]["d_fake_acc"] <= 1
+    assert rec["terms"]["d_logit_gap"] == pytest.approx(rec["terms"]["real_logit"] - rec["terms"]["fake_logit"],
+                                                        abs=1e-5)
+    disc = json.loads((ladd / "discriminator.json").read_text())
+    assert disc["balanced_acc"] == pytest.approx((disc["real_acc"] + disc["fake_acc"]) / 2)
+    assert disc["at_chance"] == (disc["balanced_acc"] <= 0.55) and disc["last_step"] == 1
     assert json.loads((ladd / "pipeline" / "pipeline.json").read_text())["steps"] == 1   # sample_steps override
     from snapgen.cli import run_cli
 
     assert run_cli(main, ["--stage", "ladd", "--teacher", str(world_teacher), "--out", str(tmp_path / "x"),
                           "--no-progress", *common]) == 2               # ladd without --init is refused
+
+
+def test_discriminator_at_chance_is_flagged(tmp_path):
+    """The LADD summary over the last quarter of logged steps: a critic at chance is flagged (and the run warns,
+    see LADD.finalize); one that separates real from fake is not."""
+    from snapgen.training.objectives.ladd import discriminator_summary
+
+    def log(accs, gaps):
+        f = tmp_path / "log.jsonl"
+        f.write_text("".join(json.dumps({"step": i, "terms": {"d_real_acc": a, "d_fake_acc": a, "d_logit_gap": g}})
+                             + "\n" for i, (a, g) in enumerate(zip(accs, gaps))))
+        return f
+
+    learned = discriminator_summary(log([0.5] * 6 + [0.9, 0.8], [0.0] * 6 + [2.0, 1.0]))
+    assert not learned["at_chance"] and learned["window_steps"] == 2 and learned["balanced_acc"] == pytest.approx(0.85)
+    assert learned["logit_gap"] == pytest.approx(1.5) and learned["first_step"] == 6
+    chance = discriminator_summary(log([0.9] * 6 + [0.52, 0.5], [1.0] * 6 + [0.01, 0.0]))
+    assert chance["at_chance"] and chance["balanced_acc"] == pytest.approx(0.51)
+    with pytest.raises(ValueError, match="no logged critic step"):
+        discriminator_summary(log([], []))

@@ -39,6 +39,7 @@ class DistillConfig(TrainConfig):
     ladd_adv_weight: float = 1.0            # generator adversarial weight
     ladd_distill_weight: float = 1.0        # generator output-distillation weight
     ladd_disc_lr: float = 2e-4              # head learning rate
+    ladd_chance_margin: float = 0.05        # the critic is "at chance" when its balanced accuracy <= 0.5 + this
 
     @property
     def kd(self) -> KDConfig:

@@ -8,12 +8,18 @@ generator timesteps, re-noising levels, three noises (x_t, fake, real), then the
 """
 from __future__ import annotations
 
+import json
+import sys
+import warnings
+from pathlib import Path
+
 import torch
 
 from snapgen.distill import output_distillation
 from snapgen.flow import interpolate, predict_x0
 from snapgen.ladd import Discriminator, default_taps, hinge_d_loss, hinge_g_loss, sample_disc_timesteps, \
     sample_gen_timesteps
+from snapgen.io import atomic_write_json
 from snapgen.training.engine import Parts, StepOut
 from snapgen.training.objectives.distill import Distillation
 from snapgen.training.objectives.t2i import text_modules
@@ -63,7 +69,46 @@ class LADD(Distillation):
                         torch.cat([pooled, pooled]))
         real_logit, fake_logit = logits.chunk(2)
         d = hinge_d_loss(real_logit, fake_logit)
-        return d.mean(), {"d": d.detach(), "real_logit": real_logit.detach(), "fake_logit": fake_logit.detach()}
+        real_logit, fake_logit = real_logit.detach().reshape(-1), fake_logit.detach().reshape(-1)
+        # whether the critic tells real from fake: accuracy at threshold 0 on each, and the logit gap
+        return d.mean(), {"d": d.detach(), "real_logit": real_logit, "fake_logit": fake_logit,
+                          "d_real_acc": (real_logit > 0).float(), "d_fake_acc": (fake_logit < 0).float(),
+                          "d_logit_gap": real_logit - fake_logit}
 
     def _logits(self, modules, x_s, s, prompts, pooled):
         return self.disc(x_s, s, prompts, pooled)                        # heads = modules["disc_heads"]
+
+    def finalize(self, parts, out: Path) -> None:
+        super().finalize(parts, out)
+        summary = discriminator_summary(out / "log.jsonl", self.cfg.ladd_chance_margin)
+        atomic_write_json(out / "discriminator.json", summary)
+        if summary["at_chance"]:
+            msg = (f"LADD: the discriminator stayed at chance over the last {summary['window_steps']} logged steps "
+                   f"(balanced accuracy {summary['balanced_acc']:.3f}, logit gap {summary['logit_gap']:.3f}; "
+                   f"needs > {0.5 + self.cfg.ladd_chance_margin:.2f}): this run's few-step gain is not adversarial. "
+                   f"Raise ladd_disc_lr or ladd_head_hidden, or train longer; see {out / 'discriminator.json'}")
+            warnings.warn(msg, DiscriminatorAtChanceWarning, stacklevel=2)
+            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+class DiscriminatorAtChanceWarning(UserWarning):
+    """A LADD run whose critic never learned to tell real from fake."""
+
+
+def discriminator_summary(log: Path, margin: float = 0.05, tail: float = 0.25) -> dict:
+    """From a LADD run's ``log.jsonl``: the critic's mean real / fake accuracy and logit gap over the last ``tail``
+    of the logged steps; ``at_chance`` when the balanced accuracy is not above 0.5 + ``margin``."""
+    rows = [json.loads(x) for x in Path(log).read_text().splitlines() if x.strip()]
+    rows = [r for r in rows if "d_real_acc" in r.get("terms", {})]
+    if not rows:
+        raise ValueError(f"{log}: no logged critic step (d_real_acc); was it written by a LADD run?")
+    window = rows[-max(1, round(len(rows) * tail)):]
+
+    def mean(k: str) -> float:
+        return sum(r["terms"][k] for r in window) / len(window)
+
+    real, fake, gap = mean("d_real_acc"), mean("d_fake_acc"), mean("d_logit_gap")
+    balanced = (real + fake) / 2
+    return {"real_acc": real, "fake_acc": fake, "balanced_acc": balanced, "logit_gap": gap,
+            "window_steps": len(window), "first_step": window[0]["step"], "last_step": window[-1]["step"],
+            "chance_margin": margin, "at_chance": bool(balanced <= 0.5 + margin)}
