@@ -160,10 +160,11 @@ def train(job: Job, b: Budget, paths: Paths) -> Path:
     return run
 
 
-def score(job: Job, b: Budget, run: Path, images: Path | None = None) -> dict[str, Path]:
-    """The evaluation records of a twin (each skipped when it exists): the budget's benchmarks that apply to the
-    ladder (GenEval/DPG/FID-world on held-out prompts for text-to-image; FID-world-class for the class ladder)."""
-    pipe, out = run / "pipeline", run / "eval"
+def score(job: Job, b: Budget, run: Path, images: Path | None = None, out: Path | None = None) -> dict[str, Path]:
+    """The evaluation records of a twin (each skipped when it exists) in ``out`` (default ``run/eval``): the
+    budget's benchmarks that apply to the ladder (GenEval/DPG/FID-world on held-out prompts for text-to-image;
+    FID-world-class for the class ladder)."""
+    pipe, out = run / "pipeline", out or run / "eval"
     common = ["--ckpt", str(pipe), "--threads", str(b.threads), "--steps", str(b.sample_steps), "--guidance",
               str(b.guidance), "--no-progress", "--images-root", str(images or run / "images")]
     world = ["--world-prompts-per-tag", str(b.prompts_per_tag)]

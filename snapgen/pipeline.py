@@ -257,6 +257,7 @@ class SnapGenPipeline(DiffusionPipeline):
                          "(model_index.json or pipeline.json, unet/), e.g. the output of `python -m snapgen.train`.",
                          ("unet",))
         if (d / "model_index.json").exists():
+            _import_component_modules(d / "model_index.json")
             pipe = super().from_pretrained(str(d), **kwargs)
         else:
             pipe = load_legacy(d)
@@ -283,6 +284,20 @@ def load_legacy(d: Path) -> SnapGenPipeline:
 
         decoder = AutoencoderKL.from_pretrained(require_path(d / "decoder", "pipeline VAE", "", ("config.json",)))
     return SnapGenPipeline(unet, text, decoder, config)
+
+
+def _import_component_modules(index: Path) -> None:
+    """Import the snapgen modules a pipeline's model_index.json names (e.g. ``snapgen.models.dit`` for a world DiT),
+    which diffusers refuses to import itself."""
+    import importlib
+
+    try:
+        entries = json.loads(index.read_text()).values()
+    except ValueError:
+        return                                        # diffusers reports a malformed index with its own message
+    for e in entries:
+        if isinstance(e, list) and e and isinstance(e[0], str) and e[0].startswith("snapgen."):
+            importlib.import_module(e[0])
 
 
 def _manifest_foreign_vae(folder: Path, vae) -> None:

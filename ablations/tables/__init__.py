@@ -27,6 +27,7 @@ TABLES: dict[str, str] = {
     "dpg": "ablations.tables.evaluation:render_dpg",
     "ladder_t2i": "ablations.tables.ladder:render_t2i",
     "ladder_in256": "ablations.tables.ladder:render_in256",
+    "distillation": "ablations.tables.distillation:render",
 }
 
 
