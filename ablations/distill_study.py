@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ladd-eval-steps", type=positive_int, nargs="+", default=None,
                    help="sampling steps the LADD and control students are scored at (default 8 4)")
     p.add_argument("--no-teacher-score", action="store_true", help="do not score the teacher (rank 0 does by default)")
+    p.add_argument("--teacher-only", action="store_true", help="score the teacher (its record) and exit")
     p.add_argument("--runs", type=Path, default=Path("runs/distill_study"))
     p.add_argument("--results", type=Path, default=None, help="records root (default <results>/distill)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
@@ -305,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
              "records": [str(paths.record(j, s)) for s in j.evals(b)]} for j in mine]}, indent=2))
         return 0
     t0 = time.time()
+    if a.teacher_only:
+        print(score_teacher(teacher, b, paths))
+        return 0
     if rank == 0 and not a.no_teacher_score:
         print(f"[{rank}/{world}] teacher: {score_teacher(teacher, b, paths)}", flush=True)
     for j in mine:
