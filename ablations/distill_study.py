@@ -247,6 +247,28 @@ def score_teacher(teacher: Path, b: StudyBudget, paths: Paths) -> Path:
     return write_record(path, make_record("distillation", "teacher", protocol, scores, details))
 
 
+def write_reports(study: str, b: StudyBudget, paths: Paths, report_root: Path, seed: int = 0,
+                  thumb: int = 128) -> list[Path]:
+    """Compare reports (``python -m evals.run report A B``) of seed ``seed``'s GenEval records: every KD arm against
+    ``plain``; LADD against its control at each sampling-step count. Written to
+    ``report_root/distill_<study>/<arm>[@steps]/index.html`` (the distillation table links them)."""
+    out = []
+    if study == "kd":
+        pairs = [(Job("kd", a, seed), Job("kd", "plain", seed), b.sample_steps, a) for a in KD_ARMS if a != "plain"]
+    else:
+        pairs = [(Job("ladd", "ladd", seed), Job("ladd", "control", seed), s, f"ladd@{s}") for s in b.ladd_eval_steps]
+    for job, ref, steps, label in pairs:
+        a, r = paths.eval_dir(job, steps) / "geneval.json", paths.eval_dir(ref, steps) / "geneval.json"
+        if not (a.exists() and r.exists()):
+            continue
+        folder = report_root / f"distill_{study}" / label
+        _run([sys.executable, "-m", "evals.run", "report", str(a), str(r), "--out", str(folder), "--thumb", str(thumb),
+              "--title", f"{label} vs {ref.arm} (seed {seed}, GenEval-world, held-out)"],
+             paths.root / study / "reports.log", 1)
+        out.append(folder / "index.html")
+    return out
+
+
 def budget_from_args(a) -> StudyBudget:
     base = BUDGETS[a.budget]
     fields = {"steps": a.steps, "ladd_steps": a.ladd_steps, "batch_size": a.batch_size, "threads": a.threads, "fid_n": a.fid_n,
@@ -286,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="sampling steps the LADD and control students are scored at (default 8 4)")
     p.add_argument("--no-teacher-score", action="store_true", help="do not score the teacher (rank 0 does by default)")
     p.add_argument("--teacher-only", action="store_true", help="score the teacher (its record) and exit")
+    p.add_argument("--reports", action="store_true", help="write the study's compare reports (seed --report-seed) "
+                   "under <results>/reports/distill_<study>/ and exit")
+    p.add_argument("--report-seed", type=nonnegative_int, default=0)
     p.add_argument("--runs", type=Path, default=Path("runs/distill_study"))
     p.add_argument("--results", type=Path, default=None, help="records root (default <results>/distill)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
@@ -306,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
              "records": [str(paths.record(j, s)) for s in j.evals(b)]} for j in mine]}, indent=2))
         return 0
     t0 = time.time()
+    if a.reports:
+        from snapgen.paths import results_root
+
+        written = write_reports(a.study, b, paths, results_root() / "reports", a.report_seed)
+        print("\n".join(str(w) for w in written) or "no arm has both its and its reference's GenEval record yet")
+        return 0
     if a.teacher_only:
         print(score_teacher(teacher, b, paths))
         return 0

@@ -84,8 +84,16 @@ def test_rerun_is_a_no_op_and_the_table_renders(study):
     before = log.stat().st_mtime_ns
     assert main([*common, "--study", "kd", "--arms", "plain", "kd-output-feature-ta"]) == 0
     assert log.stat().st_mtime_ns == before
+    from dataclasses import replace
+
+    from ablations.distill_study import BUDGETS, Paths, write_reports
+
+    pages = write_reports("kd", replace(BUDGETS["cpu"], sample_steps=2), Paths(tmp / "runs", tmp / "res" / "distill"),
+                          tmp / "res" / "reports")
+    assert [p.parent.name for p in pages] == ["kd-output-feature-ta"] and pages[0].is_file()
     md = render(tmp / "res", allow_dirty=True)
-    for row in ("| teacher (WorldDiT) |", "| plain | 1 |", "| kd-output-feature-ta | 1 |", "| base@2 | 1 |",
+    assert "[kd-output-feature-ta](../reports/distill_kd/kd-output-feature-ta/index.html)" in md
+    for row in ("| teacher (WorldDiT) |", "| plain | 1 |", "kd-output-feature-ta/index.html) | 1 |", "| base@2 | 1 |",
                 "| ladd@2 | 1 |"):
         assert row in md, row
     assert "GenEval 0.66 (multi-level KD + TA scaling)" in md

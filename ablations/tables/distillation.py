@@ -77,6 +77,12 @@ def _group(recs: dict[str, dict], key) -> dict[str, dict[int, dict]]:
     return out
 
 
+def _linked(root: Path, study: str, label: str) -> str:
+    """``label`` linked to its compare report when ``ablations.distill_study --reports`` wrote one."""
+    page = root / "reports" / f"distill_{study}" / label / "index.html"
+    return f"[{label}](../reports/distill_{study}/{label}/index.html)" if page.exists() else label
+
+
 def _row(label: str, by: dict[int, dict], ref: dict[int, dict] | None, paper: str, extra: list[str]) -> str:
     g, g_ci = _geneval(by)
     d, d_ci = _seed_stat(by, _dpg)
@@ -104,7 +110,7 @@ def render(root: Path, allow_dirty: bool = False) -> str:
              "Held-out world prompts. GenEval-world: mean over training seeds, hierarchical bootstrap 95% CI (seeds, "
              "then prompts); paired differences per seed on the same prompts and sampling seeds, bootstrap p. "
              f"DPG-world (`{DPG_KEY}`) and FID-world: mean over seeds, t-interval; paired differences per seed, "
-             "t-test. Commands: `python -m ablations.distill_study --teacher T --study kd|ladd` "
+             "t-test. A linked arm opens its compare report (seed 0) against its reference. Commands: `python -m ablations.distill_study --teacher T --study kd|ladd` "
              "(docs/distillation.md).", ""]
     if not (kd or ladd or teacher):
         return "\n".join(lines + ["No distillation record yet: train the world DiT teacher, then run "
@@ -121,7 +127,8 @@ def render(root: Path, allow_dirty: bool = False) -> str:
         arms = _group(kd, lambda r: r["protocol"]["arm"])
         for arm in KD_ARMS:
             if arm in arms:
-                lines.append(_row(arm, arms[arm], arms.get("plain"), PAPER["kd"].get(arm, ""), [_wall(arms[arm])]))
+                lines.append(_row(_linked(root, "kd", arm), arms[arm], arms.get("plain"), PAPER["kd"].get(arm, ""),
+                                  [_wall(arms[arm])]))
         lines.append("")
     if ladd:
         groups = _group(ladd, lambda r: f"{r['protocol']['arm']}@{r['protocol']['sample_steps']}")
@@ -140,7 +147,7 @@ def render(root: Path, allow_dirty: bool = False) -> str:
             crit = "—" if arm == "base" or not all(discs) else (
                 f"{np.mean([d['balanced_acc'] for d in discs]):.3f} ({np.mean([d['logit_gap'] for d in discs]):.2f})"
                 + (" AT CHANCE" if any(d["at_chance"] for d in discs) else ""))
-            lines.append(_row(name, groups[name], ref, PAPER["ladd"].get(name, ""),
+            lines.append(_row(_linked(root, "ladd", name), groups[name], ref, PAPER["ladd"].get(name, ""),
                               [ref_name if ref is not None else "—", crit]))
         lines += ["", "A critic marked AT CHANCE never told real from fake (balanced accuracy <= 0.5 + margin over its "
                   "last logged quarter): that row's change is not adversarial.", ""]
