@@ -28,6 +28,7 @@ TABLES: dict[str, str] = {
     "ladder_t2i": "ablations.tables.ladder:render_t2i",
     "ladder_in256": "ablations.tables.ladder:render_in256",
     "distillation": "ablations.tables.distillation:render",
+    "speed": "ablations.tables.speed:render",
 }
 
 
