@@ -27,11 +27,13 @@ def test_matmul_reference_rate_is_a_positive_rate():
     assert r["gflops_per_s"] > 0 and r["n"] == 64 and r["dtype"] == "float32" and len(r["times_ms"]) == 2
 
 
-def test_decoder_benchmark_record(tmp_path):
-    s = DecoderBenchSettings(sizes_px=(16, 32), repeats=1, warmup=1, probe_px=16, threads=1)
-    rec = validate_record(run_bench(s, progress=lambda *_: None))
+def test_decoder_benchmark_record_and_cli(tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["--sizes", "16", "32", "--probe-px", "16", "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    rec = validate_record(read_record(out))
     assert rec["kind"] == "benchmark" and rec["protocol"]["order"] == "interleaved"
     assert rec["protocol"]["sizes_px"] == [16, 32] and rec["environment"]["threads"] == 1
+    assert rec["protocol"]["dtype"] == "float32"
     for px in (16, 32):
         rows = {n: rec["details"]["rows"][f"{n}@{px}"] for n in NAMES}
         assert value(rec, f"speedup_vs_sd3_{px}") == pytest.approx(rows["sd3_vae"]["median_ms"] /
@@ -41,18 +43,21 @@ def test_decoder_benchmark_record(tmp_path):
     assert set(rec["details"]["probe_ms"]["tiny"]) == {"fused", "modules_channels_last", "modules"}
     assert rec["details"]["chosen"]["tiny"] in rec["details"]["probe_ms"]["tiny"]
     assert len(rec["details"]["matmul_reference"]) == 2
-
-
-def test_decoder_benchmark_cli(tmp_path, capsys):
-    out = tmp_path / "d.json"
-    assert main(["--sizes", "16", "--probe-px", "16", "--repeats", "1", "--out", str(out)]) == 0
-    assert read_record(out)["protocol"]["dtype"] == "float32"
     with pytest.raises(SystemExit) as e:
         main(["--sizes", "20", "--dry-run"])
     assert e.value.code == 2 and "multiple of 8" in capsys.readouterr().err
+    assert DecoderBenchSettings().sizes_px == (256, 512, 1024) and run_bench is not None
 
 
-@pytest.mark.parametrize("dtype,channels_last", [("float32", False), ("bfloat16", True)])
+def test_unet_benchmark_record_paths():
+    from ablations.bench import bench_path
+
+    assert bench_path("snapgen-t2i", 32).name == "unet_snapgen-t2i_vs_sdxl_latent32.json"     # the fp32 record's
+    assert bench_path("snapgen-t2i", 128, "bfloat16", True).name == \
+        "unet_snapgen-t2i_vs_sdxl_latent128_bfloat16_channels_last.json"
+
+
+@pytest.mark.parametrize("dtype,channels_last", [("bfloat16", True)])
 def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last):
     """`python -m ablations bench --dtype/--channels-last/--threads`, on small-width builds of two registry variants
     (the real ones need 10 GB): the record names its dtype and memory format, rates are FLOPs / median."""
