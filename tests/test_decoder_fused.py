@@ -109,3 +109,21 @@ def test_module_path_where_the_fused_one_does_not_apply():
         traced = torch.jit.trace(m, z)                # export (Core ML) traces the module path
         assert "addmm" not in str(traced.graph)
         assert torch.allclose(traced(z), m(z), atol=2e-6)
+
+
+def test_fused_path_under_autocast_and_with_channels_last_weights():
+    """The evaluation harness's --dtype bfloat16 (CPU autocast) and --channels-last reach the decoder this way."""
+    m = _decoder(SMALL)
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = m(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused = m(z)
+            m.fused_cpu = False
+            modules = m(z)
+            m.fused_cpu = True
+        assert fused.dtype == modules.dtype == torch.bfloat16
+        d_fused, d_modules = (fused.float() - ref).abs(), (modules.float() - ref).abs()
+        assert d_fused.mean() <= 2 * d_modules.mean() + 1e-3 and d_fused.max() <= 0.1 * ref.abs().max()
+        cl = m.to(memory_format=torch.channels_last)
+        assert (cl(z.to(memory_format=torch.channels_last)) - ref).abs().max() <= 2e-6

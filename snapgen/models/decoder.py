@@ -195,12 +195,16 @@ class TinyDecoder(PretrainedMixin, nn.Module):
           four phase kernels (nearest upsampling followed by a zero-padded 3x3 conv equals, at output pixel
           (2i + a, 2j + b), a 3x3 conv of the input whose taps are the original ones summed per source pixel), so
           the upsampled map is never materialised; the phases are interleaved straight into the output.
-        Only CPU inference takes it (``uses_fused_path``); the arithmetic differs from the modules' by rounding."""
-        x = _nhwc(self.conv_in(z))                                              # (N, h, w, C0)
-        for stage in self.stages.values():
-            for layer in stage:
-                x = _fused_upsample(layer, x) if isinstance(layer, Upsample) else _fused_sep_block(layer, x)
-        return _fused_tail(self, x)
+        Only CPU inference takes it (``uses_fused_path``); the arithmetic differs from the modules' by rounding.
+        Under CPU autocast it computes in the autocast dtype (weights cast to it, as autocast would)."""
+        dt = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else z.dtype
+        with torch.autocast("cpu", enabled=False):
+            z = z.to(dt)
+            x = _nhwc(F.conv2d(z, _as(self.conv_in.weight, z), _as(self.conv_in.bias, z), padding=1))  # (N, h, w, C0)
+            for stage in self.stages.values():
+                for layer in stage:
+                    x = _fused_upsample(layer, x) if isinstance(layer, Upsample) else _fused_sep_block(layer, x)
+            return _fused_tail(self, x)
 
     @property
     def cfg(self) -> TinyDecoderConfig:
@@ -232,6 +236,11 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 def _band_rows(width: int, channels: int, itemsize: int) -> int:
     """Image rows per band so that one (rows, width, channels) slab is about ``_BAND_BYTES``."""
     return max(1, _BAND_BYTES // (width * channels * itemsize))
+
+
+def _as(t: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A weight or bias in the activations' dtype (a no-op when they match)."""
+    return None if t is None else t.to(x.dtype)
 
 
 def _act_(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -272,8 +281,9 @@ def _fused_sep_block(block: SepResBlock, x: torch.Tensor) -> torch.Tensor:
     act = _act_name(block.act)
     n, hgt, wid, c = x.shape
     hidden = block.pw_in.weight.shape[0]
-    w_in, b_in = block.pw_in.weight.view(hidden, c).t(), block.pw_in.bias
-    w_out, b_out = block.pw_out.weight.view(c, hidden).t(), block.pw_out.bias
+    w_in, b_in = _as(block.pw_in.weight, x).view(hidden, c).t(), _as(block.pw_in.bias, x)
+    w_out, b_out = _as(block.pw_out.weight, x).view(c, hidden).t(), _as(block.pw_out.bias, x)
+    dw_w, dw_b = _as(block.dw.weight, x), _as(block.dw.bias, x)
     band = _band_rows(wid, hidden, x.element_size())
     slab = x.new_empty(band + 2, wid, c)
     mid = x.new_empty(band * wid, hidden)
@@ -285,7 +295,7 @@ def _fused_sep_block(block: SepResBlock, x: torch.Tensor) -> torch.Tensor:
             m = (i1 - i0) * wid
             rows = _act_(act, _with_halo(xb, i0, i1, top, slab))             # act(x) on the band and its halo
             top = xb[i1 - 1].clone()                                          # the next band's halo, before overwrite
-            h = _dw_rows(rows, block.dw.weight, block.dw.bias).reshape(m, c)
+            h = _dw_rows(rows, dw_w, dw_b).reshape(m, c)
             t = torch.addmm(b_in, h, w_in, out=mid[:m])
             _act_(act, t)
             y = torch.addmm(b_out, t, w_out, out=res[:m])
@@ -334,7 +344,7 @@ def _fused_tail(dec: "TinyDecoder", x: torch.Tensor) -> torch.Tensor:
     else:
         scale = shift = None
     act = _act_name(dec.act_out)
-    w = conv.weight.permute(1, 2, 3, 0).reshape(c, 9 * c_out)                  # (C_in, ky, kx, C_out)
+    w = _as(conv.weight, x).permute(1, 2, 3, 0).reshape(c, 9 * c_out)          # (C_in, ky, kx, C_out)
     out = x.new_empty(n, hgt, wid, c_out)
     band = _band_rows(wid, max(c, 9 * c_out), x.element_size())
     slab = x.new_empty(band + 2, wid, c)
@@ -351,7 +361,7 @@ def _fused_tail(dec: "TinyDecoder", x: torch.Tensor) -> torch.Tensor:
                 rows[-1].zero_()
             y = (rows.reshape(-1, c) @ w).view(i1 - i0 + 2, wid, 3, 3, c_out)
             o = out[b, i0:i1]
-            o.copy_((conv.bias if conv.bias is not None else o.new_zeros(c_out)).view(1, 1, c_out).expand_as(o))
+            o.copy_((_as(conv.bias, x) if conv.bias is not None else o.new_zeros(c_out)).view(1, 1, c_out).expand_as(o))
             for ky in range(3):
                 for kx in range(3):
                     dx = kx - 1
@@ -377,9 +387,10 @@ def _fused_upsample(up: Upsample, x: torch.Tensor) -> torch.Tensor:
     the phase's output pixels; the upsampled map is never formed."""
     n, hgt, wid, c = x.shape
     c_out = up.pw.weight.shape[0]
-    k = _phase_kernels(up.dw.weight).view(c, 2, 2, 1, 3, 3).permute(1, 2, 0, 3, 4, 5).contiguous()  # [a, b]
+    k = _phase_kernels(up.dw.weight).view(c, 2, 2, 1, 3, 3).permute(1, 2, 0, 3, 4, 5).contiguous().to(x.dtype)
+    dw_b = _as(up.dw.bias, x)
     out = x.new_empty(n, hgt, 2, wid, 2, c_out)                                   # = (N, 2H, 2W, C_out)
-    w, bias = up.pw.weight.view(c_out, c).t(), up.pw.bias
+    w, bias = _as(up.pw.weight, x).view(c_out, c).t(), _as(up.pw.bias, x)
     band = _band_rows(wid, 2 * max(c, c_out), x.element_size())
     slab = x.new_empty(band + 2, wid, c)
     res = x.new_empty(band * wid, c_out)
@@ -390,7 +401,7 @@ def _fused_upsample(up: Upsample, x: torch.Tensor) -> torch.Tensor:
             rows = _with_halo(x[b], i0, i1, None, slab)
             for a in range(2):
                 for bb in range(2):
-                    h = _dw_rows(rows, k[a, bb], up.dw.bias).reshape(m, c)
+                    h = _dw_rows(rows, k[a, bb], dw_b).reshape(m, c)
                     y = torch.addmm(bias, h, w, out=res[:m])
                     out[b, i0:i1, a, :, bb].copy_(y.view(i1 - i0, wid, c_out))
     return out.view(n, 2 * hgt, 2 * wid, c_out)
