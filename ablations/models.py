@@ -22,15 +22,17 @@ SDXL_UNET_CONFIG: dict[str, Any] = dict(
 
 
 def build_model(variant: Variant, device: str | torch.device = "meta", config: UNetConfig | None = None,
-                timing_init: bool = False) -> nn.Module:
+                timing_init: bool = False, dtype: torch.dtype | None = None) -> nn.Module:
     """The variant's network with random init (``device='meta'``: no memory, for counting).
 
     ``timing_init``: build on meta, then fill every tensor from one tiled block of N(0, 0.02) values. Latency
     does not depend on weight values (no denormals or NaNs arise), and this takes a second instead of
-    ~20 s of per-layer initialisation for a 2.5B-parameter model on a CPU.
+    ~20 s of per-layer initialisation for a 2.5B-parameter model on a CPU. ``dtype`` (timing_init only): the
+    tensors are allocated in it directly (a bf16 SDXL never exists in fp32 first).
     """
     if timing_init and torch.device(device).type != "meta":
-        model = build_model(variant, "meta", config).to_empty(device=device)
+        meta = build_model(variant, "meta", config)
+        model = (meta.to(dtype) if dtype is not None else meta).to_empty(device=device)
         block = torch.randn(1 << 20, generator=torch.Generator().manual_seed(0)).mul_(0.02).to(device)
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):

@@ -66,8 +66,8 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
 
     monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
     monkeypatch.setattr(bench, "REFERENCE", "t2i-baseline")
-    monkeypatch.setattr(bench, "build_model", lambda v, device, timing_init=False:
-                        build_model(v, device, tiny_config(v.config), timing_init=timing_init))
+    monkeypatch.setattr(bench, "build_model", lambda v, device, timing_init=False, dtype=None:
+                        build_model(v, device, tiny_config(v.config), timing_init=timing_init, dtype=dtype))
     monkeypatch.setattr(bench, "example_inputs", lambda v, latent: example_inputs(v, latent, config=tiny_config(v.config)))
     rec = bench.bench_unet_vs_sdxl("snapgen-t2i", 8, warmup=1, repeats=2, dtype=dtype, channels_last=channels_last,
                                    threads=1)
@@ -80,5 +80,7 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
     row = saved["details"]["rows"]["snapgen-t2i"]
     assert value(saved, "gflops_per_s_snapgen-t2i") == pytest.approx(row["flops"] / row["median_ms"] * 1e3 / 1e9)
     assert saved["details"]["matmul_reference"][0]["dtype"] == dtype
+    assert all(p.dtype == getattr(torch, dtype) for p in bench.build_model(
+        bench.REGISTRY.get("snapgen-t2i"), "cpu", timing_init=True, dtype=getattr(torch, dtype)).parameters())
     assert 0 < value(saved, "fraction_of_matmul_peak_snapgen-t2i")
     assert rec["scores"] == saved["scores"]
