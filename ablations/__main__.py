@@ -67,8 +67,11 @@ def cmd_diff(a) -> int:
     if va.config is None or vb.config is None:
         print(f"{a.a} / {a.b} is an external model: no config to diff", file=sys.stderr)
         return 2
-    for k, (x, y) in config_diff(va.config, vb.config).items():
+    diff = config_diff(va.config, vb.config)
+    for k, (x, y) in diff.items():
         print(f"{k:16s} {x!s:>32s} -> {y!s}")
+    if not diff:                                # no output would read as a failure (or a missed diff)
+        print(f"{a.a} and {a.b}: same config (hash {va.config.hash})")
     return 0
 
 
@@ -144,6 +147,13 @@ def main(argv=None) -> int:
 
         return ladder_main(argv[1:])
     a = p.parse_args(argv)
+    if a.cmd == "table" and a.variants is not None:
+        if not a.variants:                      # `--variants $EMPTY` would otherwise measure every variant
+            raise ValueError("--variants: no name given; pass one or more variant names (python -m ablations ls), "
+                             "or leave --variants out for all")
+        dup = sorted({n for n in a.variants if a.variants.count(n) > 1})
+        if dup:
+            raise ValueError(f"--variants: {', '.join(dup)} given more than once; pass each variant once")
     if getattr(a, "latent", None) is not None:
         check_latent(a.latent, [a.snapgen] if a.cmd == "bench" else (a.variants or REGISTRY.names()))
     try:

@@ -157,6 +157,12 @@ def evaluate_args(bench: Benchmark, args: argparse.Namespace, write: bool = True
                          "asks for images of text prompts; pass a text-to-image checkpoint, or score this one by FID "
                          f"against world renders of its classes: python -m evals.run fid --ref world --ckpt {ckpt}")
     plan = bench.plan(args, gen)
+    if write:
+        check_record_path(plan.out, "--out")                   # before images are generated and scored, not after
+    if gen is not None and plan.jobs is not None and getattr(args, "images_root", None):
+        from snapgen.io import check_writable_dir
+
+        check_writable_dir(args.images_root, "--images-root")
     if args.dry_run:
         print(json.dumps({"images": str(plan.folder), "record": str(plan.out), **plan.info}, indent=2, default=str))
         return None
@@ -178,6 +184,16 @@ def evaluate_args(bench: Benchmark, args: argparse.Namespace, write: bool = True
         print(f"record: {plan.out}")
         _refresh_table(bench, plan.out)
     return rec
+
+
+def check_record_path(path: Path, flag: str = "--out") -> None:
+    """A record (and its ``.samples.jsonl``) can be written at ``path``: not a folder, its folder writable."""
+    from snapgen.io import check_writable_dir
+
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path}: is a folder; pass a record file path, e.g. {path / 'record.json'}")
+    check_writable_dir(path.parent, flag)
 
 
 def _refresh_table(bench: Benchmark, out: Path) -> None:

@@ -33,8 +33,12 @@ def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, w
         sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
                 f"channels_last={str(cl).lower()}", f"threads={threads}", "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
-        subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
-                       check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"snapgen.train exited {done.returncode} for batch {batch}, {mp}, channels_last={cl}: "
+                               f"{last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
 
@@ -56,6 +60,29 @@ def migrate_v1(old: dict, path: Path) -> dict:
                              old["environment"], old["created"])
 
 
+def out_path(a) -> Path:
+    return Path(a.out) if a.out else results_dir("bench") / f"train_throughput_{a.preset}_t{a.threads}.json"
+
+
+def check_args(a) -> None:
+    """Everything that would otherwise fail after the timed training runs, or inside each of them."""
+    from evals.api import check_record_path
+    from snapgen.train import load_config
+    from snapgen.training.t2i import unet_config
+
+    if a.warmup >= a.steps:
+        raise ValueError(f"--warmup {a.warmup}: must be below --steps {a.steps} (the step times after the warm-up are "
+                         "the measurement); lower --warmup or raise --steps")
+    dup = sorted({b for b in a.batch_sizes if a.batch_sizes.count(b) > 1})
+    if dup:
+        raise ValueError(f"--batch-sizes: {', '.join(map(str, dup))} given more than once; pass each size once")
+    try:
+        unet_config(load_config(None, [f"unet={a.preset}"]).validate())
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"--preset {a.preset}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+    check_record_path(out_path(a), "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.bench_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=positive_int, default=2)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    check_args(a)                                   # before minutes of training, not after
     t0 = time.time()
     settings = list(itertools.product(a.batch_sizes, ("no", "bf16"), (False, True)))
     times: dict[tuple, list[float]] = {s: [] for s in settings}
@@ -90,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
     record = throughput_record(f"train_throughput_{a.preset}_t{a.threads}", rows, protocol, a.rounds,
                                time.time() - t0)
-    out = Path(a.out) if a.out else results_dir("bench") / f"{record['name']}.json"
+    out = out_path(a)
     write_record(out, record)
     for r in rows:
         print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "

@@ -34,10 +34,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def protocol_mismatch(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
-    pa = _flatten({k: a["protocol"].get(k) for k in PROTOCOL_KEYS})
+    kind = [("kind", a.get("kind"), b.get("kind"))] if a.get("kind") != b.get("kind") else []   # e.g. an evaluation
+    pa = _flatten({k: a["protocol"].get(k) for k in PROTOCOL_KEYS})                         # vs a latency record
     pb = _flatten({k: b["protocol"].get(k) for k in PROTOCOL_KEYS})
-    return [(k, pa.get(k), pb.get(k)) for k in sorted(set(pa) | set(pb))
-            if pa.get(k) != pb.get(k) and not k.startswith(IGNORED)]
+    return kind + [(k, pa.get(k), pb.get(k)) for k in sorted(set(pa) | set(pb))
+                   if pa.get(k) != pb.get(k) and not k.startswith(IGNORED)]
 
 
 def paired(a: dict, pa: str, b: dict, pb: str) -> dict[str, dict]:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"RECORD {path}: is a folder; pass record files (.json)"
                              + (f", e.g. {' '.join(map(str, inside))}" if inside else ""))
     recs = [(path, read_record(path)) for path in a.records]
-    (pa, ra), code, out = recs[0], 0, []
+    (pa, ra), code, out, empty = recs[0], 0, [], False
     for pb, rb in recs[1:]:
         result = compare(ra, pa, rb, pb)
         out.append({"a": pa, "b": pb, **result})
@@ -114,11 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {k}: {x!r} != {y!r}")
             if not a.force:
                 continue
+        if not result["rows"]:                       # nothing to compare: an empty table would read as "no change"
+            empty = True
+            if not a.json:
+                print(f"NO SHARED METRIC between {pa} and {pb}: A has {sorted(ra['scores'])}, B has "
+                      f"{sorted(rb['scores'])}; compare records of one benchmark and protocol")
+            continue
         if not a.json:
             _print(result, pa, pb)
     if a.json:
         print(json.dumps(out, indent=2, default=str))
-    return 0 if a.force else code
+    return 3 if empty else 0 if a.force else code
 
 
 if __name__ == "__main__":

@@ -147,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
     p.add_argument("--guidance", type=nonnegative_float, default=None, help="CFG scale (default: the pipeline's)")
     p.add_argument("--threads", type=positive_int, default=2, help="generation threads")
-    p.add_argument("--fid-n", type=positive_int, default=500, help="FID-world: generated images (= reference renders)")
+    p.add_argument("--fid-n", type=positive_int, default=None, help="FID-world: generated images (= reference renders; "
+                   "default 500, at least 2)")
     p.add_argument("--no-fid", action="store_true", help="GenEval only")
     p.add_argument("--out", default=None, help="curve record (default results/world/learning_curve-<name>.json)")
     a = p.parse_args(argv)
+    if a.no_fid and a.fid_n is not None:
+        raise ValueError(f"--fid-n {a.fid_n}: ignored with --no-fid; drop one of them")
+    if a.fid_n is not None and a.fid_n < 2:         # FID would fail after the first checkpoint's GenEval
+        raise ValueError(f"--fid-n {a.fid_n}: FID needs at least 2 images (a covariance); pass 2 or more, or --no-fid")
+    a.fid_n = a.fid_n or 500
     run = Path(a.run)
     name = a.name or run.name
     common = ["--steps", str(a.steps), "--threads", str(a.threads)] + (["--guidance", str(a.guidance)]

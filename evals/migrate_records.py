@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from snapgen.paths import results_root
-from snapgen.records import SCHEMA_VERSION, RecordError, validate_record, write_record
+from snapgen.records import SCHEMA_VERSION, RecordError, read_record_json, validate_record, write_record
 
 # old kind -> "module:function(old_record, path) -> new record"
 CONVERTERS = {
@@ -44,7 +44,9 @@ def old_kind(rec: dict, path: Path) -> str:
 
 def convert(path: Path) -> dict | None:
     """The schema-2 form of the record at ``path``, or None if it already is one."""
-    rec = json.loads(path.read_text())
+    rec = read_record_json(path)                      # errors name the file; NaN refused
+    if not isinstance(rec, dict):
+        raise RecordError(f"{path}: a record is a JSON object, got {type(rec).__name__}")
     if rec.get("schema_version") == SCHEMA_VERSION:
         validate_record(rec, path)
         return None

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.sampler_sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="world-tiny")
-    p.add_argument("--guidance", type=nonnegative_float, nargs="+", default=[2.0, 3.0, 4.5])
-    p.add_argument("--steps", type=positive_int, nargs="+", default=[10, 20, 40])
+    p.add_argument("--guidance", type=nonnegative_float, nargs="+", default=None, help="grid (default 2 3 4.5)")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=None, help="grid (default 10 20 40)")
     p.add_argument("--cells", nargs="+", default=None, metavar="GUIDANCE:STEPS",
                    help="explicit cells instead of the grid (the default cell is always added)")
     p.add_argument("--default", nargs=2, default=["3.0", "20"], metavar=("GUIDANCE", "STEPS"),
@@ -95,9 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
+    if a.cells and (a.guidance or a.steps):        # the grid would be silently replaced by the cells
+        flags = " and ".join(f for f, v in (("--guidance", a.guidance), ("--steps", a.steps)) if v)
+        raise ValueError(f"{flags}: ignored with --cells (explicit cells replace the grid); pass either --cells or "
+                         "the grid's --guidance/--steps")
+    if not a.ckpt.strip():
+        raise ValueError("--ckpt '': empty checkpoint; pass a pipeline folder or world-tiny (the default)")
+    guidance, steps = a.guidance or [2.0, 3.0, 4.5], a.steps or [10, 20, 40]
     name = a.name or a.ckpt.replace("/", "-")
     t0 = time.time()
-    grid = [parse_cell(c, "--cells") for c in a.cells] if a.cells else [(g, s) for g in a.guidance for s in a.steps]
+    grid = [parse_cell(c, "--cells") for c in a.cells] if a.cells else [(g, s) for g in guidance for s in steps]
     ref_key = parse_cell(f"{a.default[0]}:{a.default[1]}", "--default")
     grid = list(dict.fromkeys([ref_key] + grid))
     cells = {}

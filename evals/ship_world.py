@@ -132,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     a, extra = p.parse_known_args(argv)
     if a.refresh_manifest == (a.run is not None) or (a.refresh_manifest and extra):
         p.error("pass a run folder (and GenEval options), or --refresh-manifest alone")
+    if a.run is not None:                         # before the copy replaces DEST, not after
+        if a.no_score and extra:
+            p.error(f"{' '.join(extra)}: GenEval options do nothing with --no-score; drop them, or drop --no-score")
+        if not a.no_score and Path(a.dest).resolve() != SHIPPED_WORLD.resolve():
+            p.error(f"--dest {a.dest}: the held-out scores are measured through --ckpt world-tiny, which reads "
+                    f"{SHIPPED_WORLD}; pass --no-score to ship elsewhere, or leave --dest out")
+        if extra:                                 # a typo would fail only after shipping
+            from evals.api import get_benchmark, parser_for
+
+            geneval = parser_for(get_benchmark("geneval"))
+            geneval.prog = "python -m evals.ship_world (options passed to python -m evals.run geneval)"
+            geneval.parse_args(["--ckpt", "world-tiny", *extra])
     try:
         if a.refresh_manifest:
             added = refresh_manifest(Path(a.dest))

@@ -60,7 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     from snapgen.records import read_record
 
     rec = read_record(a.record)                    # validated; errors name the file
+    if rec["kind"] != "curve":
+        raise ValueError(f"{a.record}: a record of kind {rec['kind']!r}; pass a learning-curve record (kind 'curve', "
+                         "written by `python -m evals.learning_curve`, e.g. results/world/learning_curve-<run>.json)")
     out = Path(a.out) if a.out else results_root() / "figures" / (Path(a.record).stem + ".png")
+    if out.suffix.lower() != ".png":                # matplotlib would add .png (or refuse .jpg) behind our back
+        raise ValueError(f"--out {out}: the figure is a PNG; pass a path ending in .png, e.g. {out.with_suffix('.png')}")
+    from snapgen.io import check_writable_dir
+
+    check_writable_dir(out.parent, "--out")
     print(plot(rec, out))
     return 0
 

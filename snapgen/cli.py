@@ -38,7 +38,7 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+    return value + 0.0          # -0 -> 0.0: "-0.0" would be another protocol value and image cache key than "0.0"
 
 
 def positive_float(text: str) -> float:
@@ -60,6 +60,22 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def refuse_repeated_keys(items: list[tuple[str, str]]) -> None:
+    """``(flag, "key=value")`` pairs of one command line (``--set`` items and the flags that are shortcuts for a
+    config field): a key given twice is an error naming both, since the later one would silently win."""
+    seen: dict[str, tuple[str, str]] = {}
+    for flag, item in items:
+        key = item.split("=", 1)[0].strip()
+        if not key or "=" not in item:
+            continue                              # the config parser names these
+        if key in seen:
+            first = seen[key]
+            shown = [f"{f} {i}" if f == "--set" else f"{f} {i.split('=', 1)[1]}" for f, i in (first, (flag, item))]
+            raise ValueError(f"{key} is given twice ({shown[0]!r} and {shown[1]!r}); the later one would silently "
+                             "win: give it once")
+        seen[key] = (flag, item)
 
 
 def debug_requested(argv: list[str] | None = None) -> bool:
@@ -90,6 +106,9 @@ def describe(e: BaseException) -> str:
         return f"'{e.filename}' is a folder where a file is expected; pass a file (not the folder holding it)"
     if isinstance(e, NotADirectoryError) and e.filename is not None:
         return (f"'{e.filename}' is a file (or a path through a file) where a folder is expected; pass a folder, "
+                "or another path for a new one")
+    if isinstance(e, FileExistsError) and e.filename is not None and os.path.isfile(e.filename):
+        return (f"'{e.filename}' is a file where a folder is expected (a path through it was given); pass a folder, "
                 "or another path for a new one")
     if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
         return f"{e.filename}: {e.strerror or e}"

@@ -27,9 +27,15 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     from snapgen.pipeline import SnapGenPipeline
 
     src = require_path(src, "source pipeline", _HOW, ("pipeline.json", "unet"))
+    if not str(dst).strip():
+        raise ValueError("DST '': empty path; pass a new folder for the converted pipeline")
     dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise FileExistsError(f"--out {dst} exists and is not empty")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"DST {dst} is SRC; to add the diffusers index files in place use: "
+                         f"python -m snapgen.convert --index-only {src}")
+    if dst.is_dir() and any(dst.iterdir()):
+        raise FileExistsError(f"DST {dst} exists and is not empty; pass a new (or empty) folder: convert never "
+                              "overwrites")
     return SnapGenPipeline.from_pretrained(src).save_pretrained(dst)
 
 
@@ -74,7 +80,7 @@ def write_index(folder: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(prog="python -m snapgen.convert", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="examples: python -m snapgen.convert snapgen/weights/world-tiny/pipeline /tmp/wt\n"
                                         "          python -m snapgen.convert --index-only runs/world-tiny/pipeline")
     ap.add_argument("src", help="older-layout pipeline folder (pipeline.json)")

@@ -104,7 +104,10 @@ def require_path(path: str | os.PathLike | None, what: str, how: str, must_conta
         raise MissingWeightsError(f"{what}: '{p}' does not exist. {how}")
     for name in must_contain:
         if not (p / name).exists():
-            raise MissingWeightsError(f"{what}: '{p / name}' is missing (expected inside '{p}'). {how}")
+            inner = [d for d in sorted(p.iterdir()) if d.is_dir() and all((d / n).exists() for n in must_contain)] \
+                if p.is_dir() else []            # e.g. a training run folder given for its pipeline/
+            hint = f" Did you mean '{inner[0]}'?" if inner else ""
+            raise MissingWeightsError(f"{what}: '{p / name}' is missing (expected inside '{p}').{hint} {how}")
     return p
 
 

@@ -166,15 +166,25 @@ def check_samples(rec: dict, jsonl: str | Path, data: bytes) -> None:
 def read_record(path: str | Path) -> dict:
     """Load and validate one record; errors name the file."""
     path = Path(path)
+    return validate_record(read_record_json(path), path)
+
+
+def read_record_json(path: str | Path) -> Any:
+    """The parsed JSON of a record file, not yet validated (an older schema may follow); errors name the file, and
+    NaN / Infinity are refused."""
+    path = Path(path)
+    if path.name.endswith(".samples.jsonl"):
+        record = path.with_name(path.name[: -len(".samples.jsonl")] + ".json")
+        raise RecordError(f"{path}: the per-sample rows of a record, not a record; pass the record itself: {record}")
     try:
-        rec = json.loads(path.read_text(), parse_constant=_refuse_constant)
+        return json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such record") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RecordError(f"{path}: not valid JSON ({e})") from None
+        raise RecordError(f"{path}: not valid JSON ({e}); a truncated or hand-edited file: rerun the command that "
+                          "wrote it, or restore it from git") from None
     except ValueError as e:
         raise RecordError(f"{path}: {e}") from None
-    return validate_record(rec, path)
 
 
 def _refuse_constant(name: str):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from snapgen.training import config as C
-from snapgen.cli import positive_int
+from snapgen.cli import positive_int, refuse_repeated_keys
 from snapgen.training.engine import close_distributed, lr_at, make_accelerator as _make_accelerator, train_loop
 from snapgen.training.ema import ema_update
 from snapgen.training.objectives.flow import RectifiedFlow
@@ -38,7 +38,15 @@ def parse_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
-    return C.load_config(TrainConfig(), path, overrides)
+    """``TrainConfig()`` <- the ``--config`` file <- ``overrides``; a bad field of the file is an error naming it."""
+    cfg = TrainConfig()
+    if path:
+        data = C.read_config_file(path)
+        try:
+            cfg = C.from_mapping(cfg, data)
+        except ValueError as e:
+            raise ValueError(f"--config {path}: {e}; fix the field in the file, or drop it and use --set") from None
+    return C.apply_overrides(cfg, overrides)
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -73,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     extra = ([f"out={a.out}"] if a.out else []) + ([f"threads={a.threads}"] if a.threads else [])
+    refuse_repeated_keys([("--set", x) for x in a.set] + ([("--out", extra[0])] if a.out else [])
+                         + ([("--threads", extra[-1])] if a.threads else []))
     try:
         cfg = load_config(a.config, a.set + extra)
         if a.dry_run:

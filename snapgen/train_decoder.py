@@ -25,7 +25,7 @@ import typing
 from dataclasses import fields, replace
 from pathlib import Path
 
-from snapgen.cli import nonnegative_int
+from snapgen.cli import nonnegative_int, refuse_repeated_keys
 from snapgen.models.decoder import TINY_DECODER_PRESETS
 from snapgen.training import config as C
 from snapgen.training.decoder_data import (IMAGE_SUFFIXES, FolderImages, TensorImages, encode, load_frozen_encoder,
@@ -58,7 +58,8 @@ def train(cfg: TrainDecoderConfig, out: str | Path | None = None, vae=None, pool
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m snapgen.train_decoder", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/tiny_decoder", help="run folder (train_config.json, log.jsonl, checkpoints/)")
+    p.add_argument("--out", default=None, help="run folder (train_config.json, log.jsonl, checkpoints/; default "
+                   f"{TrainDecoderConfig.out})")
     p.add_argument("--encoder-dir", help="local diffusers AutoencoderKL folder (frozen encoder)")
     p.add_argument("--image-dir", help="folder of training images")
     p.add_argument("--world", action="store_true",
@@ -92,8 +93,20 @@ def config_from_args(args) -> TrainDecoderConfig:
              if f.name not in _OWN_FLAGS and getattr(args, f.name, None) is not None]
     paths = {"encoder_dir": args.encoder_dir, "image_dir": args.image_dir, "vgg16_weights": args.vgg16_weights,
              "lpips_weights": args.lpips_weights, "out": args.out, "threads": args.threads or None}
-    cfg = C.load_config(cfg, args.config, flags + args.set)
-    return replace(cfg, **{k: v for k, v in paths.items() if v is not None}, **({"world": True} if args.world else {}))
+    given = {k: v for k, v in paths.items() if v is not None}
+    # a field given by a flag and by --set (or twice by --set): the later would silently win
+    refuse_repeated_keys([("--" + x.split("=", 1)[0].replace("_", "-"), x) for x in flags]
+                         + [("--" + k.replace("_", "-"), f"{k}={v}") for k, v in given.items()]
+                         + [("--set", x) for x in args.set])
+    if args.config:
+        data = C.read_config_file(args.config)
+        try:
+            cfg = C.from_mapping(cfg, data)
+        except ValueError as e:
+            raise ValueError(f"--config {args.config}: {e}; fix the field in the file, or drop it and use --set") \
+                from None
+    cfg = C.apply_overrides(cfg, flags + args.set)
+    return replace(cfg, **given, **({"world": True} if args.world else {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,32 @@ def _files(tmp: Path) -> None:
     (tmp / "nan.json").write_text(json.dumps({**rec, "scores": {}}).replace('"details": {}', '"details": {"x": NaN}'))
     (tmp / "caps.txt").write_text("a photo of a red circle\n")
     _finished_run(tmp)
+    _fresh_files(tmp)
+
+
+ENV = {"threads": 1, "git_commit": None, "versions": {}}
+
+
+def _fresh_files(tmp: Path) -> None:
+    """Files of the fresh bad inputs (issue 20, third pass): records of several kinds, a one-image folder."""
+    import numpy as np
+    from PIL import Image
+
+    from snapgen.records import make_record, score, write_record
+
+    (tmp / "trunc.json").write_text('{"schema_version": 2, "kind": "evaluation", "name": "x"')
+    (tmp / "bad.yaml").write_text('steps: "ten"\n')
+    (tmp / "one").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp / "one" / "00000_00.png")
+    scores = {"m": score(0.5, None, 2, True, "fraction")}
+    write_record(tmp / "rec.json", make_record("evaluation", "r", {"benchmark": "clip"}, scores, {}, ENV),
+                 [{"i": 0}, {"i": 1}])
+    write_record(tmp / "rec-latency.json", make_record("latency", "r", {"benchmark": "clip"}, scores, {}, ENV))
+    write_record(tmp / "rec-other.json", make_record("evaluation", "o", {"benchmark": "clip"},
+                                                     {"x": score(1.0, None, 2, True, "fraction")}, {}, ENV))
+    write_record(tmp / "curve.json", make_record("curve", "c", {}, {}, {"points": []}, ENV))
+    (tmp / "wrongres" / "geneval").mkdir(parents=True)
+    write_record(tmp / "wrongres" / "geneval" / "arch.json", make_record("architecture", "a", {}, {}, {}, ENV))
 
 
 R, LAT, EXP, TR, DIS, DEC, AB = ("evals.run", "evals.latency", "evals.latency.export", "snapgen.train",
@@ -208,6 +234,65 @@ CASES = [
     ("convert-src-is-unet", "snapgen.convert", ["{cls}/unet", "{tmp}/dst"], 2, "pipeline.json"),
     ("convert-dst-is-file", "snapgen.convert", ["{cls}", "{tmp}/bad.json"], 2, "bad.json"),
     ("curve-run-without-checkpoints", "evals.learning_curve", ["{tmp}/imgs"], 2, "checkpoints"),
+    # --- issue 20, third pass: fresh careless inputs (empty strings, options a mode ignores, conflicting flags,
+    # records of the wrong kind, outputs that cannot be written: all refused before any work)
+    ("geneval-ckpt-empty", R, ["geneval", "--ckpt", "", "--limit", "1"], 2, "--ckpt ''"),
+    ("fid-images-dtype", R, ["fid", "--images", "{tmp}/imgs", "--ref", "world", "--dtype", "bfloat16", "--dry-run"],
+     2, "--dtype"),
+    ("fid-images-n", R, ["fid", "--images", "{tmp}/imgs", "--ref", "world", "--n", "5", "--dry-run"], 2, "--n"),
+    ("fid-images-captions", R, ["fid", "--images", "{tmp}/imgs", "--ref", "world", "--captions", "{tmp}/caps.txt",
+                                "--dry-run"], 2, "--captions"),
+    ("fid-images-limit", R, ["fid", "--images", "{tmp}/imgs", "--ref", "world", "--limit", "3", "--dry-run"], 2,
+     "--limit"),
+    ("fid-n-1", R, ["fid", "--ckpt", "world-oracle", "--ref", "world", "--n", "1", "--threads", "1", "--dry-run"], 2,
+     "--n 1"),
+    ("fid-one-image", R, ["fid", "--images", "{tmp}/one", "--ref", "world", "--threads", "1"], 2, "holds 1 image"),
+    ("geneval-out-is-folder", R, ["geneval", "--ckpt", "world-oracle", "--limit", "1", "--n-per-prompt", "1",
+                                  "--threads", "1", "--out", "{tmp}/imgs"], 2, "--out {tmp}/imgs: is a folder"),
+    ("geneval-out-under-file", R, ["geneval", "--ckpt", "world-oracle", "--limit", "1", "--n-per-prompt", "1",
+                                   "--threads", "1", "--out", "{tmp}/bad.json/x.json"], 2, "--out"),
+    ("geneval-images-root-file", R, ["geneval", "--ckpt", "world-oracle", "--limit", "1", "--n-per-prompt", "1",
+                                     "--threads", "1", "--images-root", "{tmp}/bad.json", "--out", "{tmp}/g.json"], 2,
+     "--images-root"),
+    ("dpg-csv-missing-dry-run", R, ["dpg", "--ckpt", "world-oracle", "--dpg-csv", "{tmp}/none.csv", "--limit", "1",
+                                    "--threads", "1", "--dry-run"], 2, "--dpg-csv"),
+    ("report-truncated", R, ["report", "{tmp}/trunc.json", "--out", "{tmp}/rep"], 2, "trunc.json: not valid JSON"),
+    ("report-list", R, ["report", "{tmp}/list.json", "--out", "{tmp}/rep"], 2, "list.json"),
+    ("report-out-is-file", R, ["report", "{tmp}/rec.json", "--out", "{tmp}/bad.json"], 2, "--out"),
+    ("report-out-empty", R, ["report", "{tmp}/rec.json", "--out", ""], 2, "--out ''"),
+    ("report-samples-jsonl", R, ["report", "{tmp}/rec.samples.jsonl", "--out", "{tmp}/rep"], 2,
+     "pass the record itself"),
+    ("compare-samples-jsonl", "evals.compare", ["{tmp}/rec.json", "{tmp}/rec.samples.jsonl"], 2, "rec.json"),
+    ("train-set-twice", TR, ["--set", "steps=3", "steps=5", "--dry-run"], 2, "steps is given twice"),
+    ("train-out-and-set-out", TR, ["--out", "{tmp}/r1", "--set", "out={tmp}/r2", "--dry-run"], 2, "--out {tmp}/r1"),
+    ("train-threads-and-set-threads", TR, ["--threads", "1", "--set", "threads=2", "--dry-run"], 2, "--threads 1"),
+    ("train-config-bad-field", TR, ["--config", "{tmp}/bad.yaml", "--dry-run"], 2, "--config {tmp}/bad.yaml"),
+    ("decoder-flag-and-set", DEC, ["--steps", "5", "--set", "steps=7", "--dry-run"], 2, "--steps 5"),
+    ("decoder-set-twice", DEC, ["--set", "steps=3", "steps=4", "--dry-run"], 2, "given twice"),
+    ("decoder-config-bad-field", DEC, ["--config", "{tmp}/bad.yaml", "--dry-run"], 2, "--config {tmp}/bad.yaml"),
+    ("ablations-table-variants-empty", AB, ["table", "--variants", "--dry-run"], 2, "--variants: no name"),
+    ("ablations-table-variants-twice", AB, ["table", "--variants", "t2i-baseline", "t2i-baseline", "--dry-run"], 2,
+     "--variants"),
+    ("tables-wrong-kind", "ablations.tables.__main__", ["geneval", "--results", "{tmp}/wrongres"], 2,
+     "kind 'architecture'"),
+    ("figure-curve-wrong-kind", "paper_figures.learning_curve", ["{tmp}/rec.json"], 2, "kind 'evaluation'"),
+    ("figure-curve-jpg", "paper_figures.learning_curve", ["{tmp}/curve.json", "--out", "{tmp}/c.jpg"], 2, ".png"),
+    ("figure-curve-no-suffix", "paper_figures.learning_curve", ["{tmp}/curve.json", "--out", "{tmp}/c"], 2, ".png"),
+    ("sweep-cells-and-grid", "evals.sampler_sweep", ["--cells", "3:10", "--guidance", "5"], 2, "--guidance"),
+    ("sweep-ckpt-empty", "evals.sampler_sweep", ["--ckpt", ""], 2, "--ckpt ''"),
+    ("curve-fid-n-1", "evals.learning_curve", ["{tmp}/norun", "--fid-n", "1"], 2, "--fid-n 1"),
+    ("curve-no-fid-and-fid-n", "evals.learning_curve", ["{tmp}/norun", "--no-fid", "--fid-n", "50"], 2, "--no-fid"),
+    ("bench-train-preset-typo", "evals.bench_train", ["--preset", "tiny-wrld"], 2, "did you mean tiny-world"),
+    ("bench-train-warmup", "evals.bench_train", ["--steps", "2", "--warmup", "5"], 2, "--warmup 5"),
+    ("bench-train-out-folder", "evals.bench_train", ["--out", "{tmp}/imgs"], 2, "--out"),
+    ("bench-train-batch-twice", "evals.bench_train", ["--batch-sizes", "4", "4"], 2, "--batch-sizes"),
+    ("ship-dest-elsewhere-scored", "evals.ship_world", ["{tmp}/done", "--dest", "{tmp}/dest"], 2, "--no-score"),
+    ("ship-no-score-options", "evals.ship_world", ["{tmp}/done", "--dest", "{tmp}/dest", "--no-score", "--limit", "1"],
+     2, "--limit 1"),
+    ("ship-option-typo", "evals.ship_world", ["{tmp}/norun", "--limt", "1"], 2, "--limt"),
+    ("convert-dst-is-src", "snapgen.convert", ["{cls}", "{cls}"], 2, "--index-only"),
+    ("convert-dst-empty", "snapgen.convert", ["{cls}", ""], 2, "DST ''"),
+    ("convert-src-is-parent", "snapgen.convert", ["{cls}/..", "{tmp}/dst"], 2, "Did you mean"),
 ]
 
 
@@ -286,6 +371,60 @@ def test_unknown_table_writes_no_table(tmp_path, capsys):
     assert main(["geneval", "nosuchtable", "--results", str(tmp_path)]) == 2
     assert "unknown table 'nosuchtable'" in capsys.readouterr().err
     assert not (tmp_path / "tables").exists()                 # geneval, named first, was not written either
+
+
+def test_compare_refuses_records_of_other_kinds_and_no_shared_metric(tmp_path, capsys):
+    """An evaluation against a latency record is a protocol mismatch (exit 3), and two records without a shared
+    metric say so (exit 3, even with --force) instead of printing an empty table."""
+    from evals.compare import main
+
+    _fresh_files(tmp_path)
+    assert main([str(tmp_path / "rec.json"), str(tmp_path / "rec-latency.json")]) == 3
+    assert "kind: 'evaluation' != 'latency'" in capsys.readouterr().out
+    assert main([str(tmp_path / "rec.json"), str(tmp_path / "rec-other.json"), "--force"]) == 3
+    assert "NO SHARED METRIC" in capsys.readouterr().out
+    assert main([str(tmp_path / "rec.json"), str(tmp_path / "rec.json")]) == 0
+
+
+def test_decoder_set_out_is_not_replaced_by_the_default(tmp_path, capsys):
+    from snapgen.train_decoder import main
+
+    assert main(["--set", f"out={tmp_path / 'dec'}", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "dec")
+
+
+def test_negative_zero_is_zero():
+    """``--guidance -0`` is 0.0: "-0.0" would be another protocol value and image-cache key."""
+    import math
+
+    from snapgen.cli import finite_float, nonnegative_float
+
+    for parse in (finite_float, nonnegative_float):
+        assert math.copysign(1.0, parse("-0")) == 1.0
+
+
+def test_a_path_through_a_file_is_named(tmp_path):
+    from snapgen.cli import describe
+
+    f = tmp_path / "a.txt"
+    f.write_text("x")
+    assert "is a file where a folder is expected" in describe(FileExistsError(17, "File exists", str(f)))
+
+
+def test_diff_of_a_variant_with_itself_says_so(capsys):
+    from ablations.__main__ import main
+
+    assert main(["diff", "t2i-baseline", "t2i-baseline"]) == 0
+    assert "same config" in capsys.readouterr().out
+
+
+def test_ship_world_refuses_before_copying(tmp_path, capsys):
+    from evals.ship_world import main
+
+    _finished_run(tmp_path)
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "done"), "--dest", str(tmp_path / "dest")])
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "dest.partial").exists()
 
 
 def test_debug_shows_the_traceback(tmp_path):

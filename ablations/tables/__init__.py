@@ -52,7 +52,12 @@ def load(root: Path, folder: str, kind: str, allow_dirty: bool = False, where: s
     only: a dirty record raises unless ``allow_dirty`` (the table then marks it)."""
     from snapgen.records import read_records
 
-    recs = read_records(root / folder, kind) if (root / folder).is_dir() else {}
+    recs = read_records(root / folder) if (root / folder).is_dir() else {}
+    other = {p: r["kind"] for p, r in recs.items() if r["kind"] != kind}
+    if other:                                   # skipped, it would be a row silently missing from the table
+        p, k = next(iter(other.items()))
+        raise ValueError(f"{where or folder}: {p} is a record of kind {k!r} in {root / folder}, which holds {kind!r} "
+                         f"records ({len(other)} such file(s)); move it out of that folder")
     bad = dirty_records(recs)
     if bad and not allow_dirty:
         raise ValueError(f"{where or folder}: {len(bad)} record(s) come from uncommitted code or an unknown commit: "

@@ -109,24 +109,32 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
 
 # generation options that do nothing when scoring existing --images (None / False = not given)
 GENERATION_ONLY = ("steps", "guidance", "resolution", "negative_prompt", "retrain_world")
+INFERENCE_OPTIONS = {"dtype": "float32", "channels_last": False, "compile": False}   # option -> its default
 
 
 def refuse_generation_options(args) -> None:
     """Scoring ``--images``: a sampler option would be silently ignored, so it is an error naming it."""
     images = getattr(args, "images", None)
+    if isinstance(images, str) and not images.strip():
+        raise ValueError("--images '': empty path; pass the folder of generated images (or --ckpt to generate them)")
     if isinstance(images, (str, Path)) and not Path(images).is_dir():
         raise FileNotFoundError(f"--images {images}: no such folder (generated images in the benchmark's layout)")
     given = [k for k in GENERATION_ONLY if getattr(args, k, None) not in (None, False)]
+    given += [k for k, default in INFERENCE_OPTIONS.items() if getattr(args, k, default) not in (None, default)]
     if given and getattr(args, "images", None) is not None:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"{flags}: sampler options do nothing when scoring existing --images; drop them, or "
+        raise ValueError(f"{flags}: generation options do nothing when scoring existing --images; drop them, or "
                          "generate with --ckpt")
 
 
 def generator_from_args(args):
     """The ``--ckpt`` generator with the CLI's sampler options, or None when scoring ``--images``.
     Sets torch's CPU thread count to ``--threads`` (recorded in the generator's protocol)."""
-    if not getattr(args, "ckpt", None):
+    ckpt = getattr(args, "ckpt", None)
+    if isinstance(ckpt, str) and not ckpt.strip():
+        raise ValueError("--ckpt '': empty checkpoint; pass a snapgen or diffusers pipeline folder, or world-tiny, "
+                         "world-oracle, world-noise (or --images to score existing images)")
+    if not ckpt:
         refuse_generation_options(args)
         return None
     import torch

@@ -248,6 +248,10 @@ class DPGBench(Benchmark):
         from evals.dpg.scoring import MODES, load_questions
 
         grid = grid_side(args.n_per_prompt)
+        if args.dpg_csv and not Path(args.dpg_csv).expanduser().is_file():     # --dry-run checks it too
+            from evals.dpg.scoring import CSV_SOURCE_HINT
+
+            raise FileNotFoundError(f"--dpg-csv {args.dpg_csv}: no such file. {CSV_SOURCE_HINT}")
         items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
         modes = MODES if args.mode == "both" else (args.mode,)
         name = f"{slug(gen.name if gen else folder.name)}-dpg"

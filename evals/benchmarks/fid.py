@@ -286,6 +286,16 @@ class FID(Benchmark):
 
     def plan(self, args, gen) -> Plan:
         check_ref(args.ref)
+        for flag, n in (("--n", args.n), ("--n-ref", args.n_ref)):
+            if n is not None and n < 2:
+                raise ValueError(f"{flag} {n}: FID needs at least 2 images per set (a covariance); pass {flag} 2 or "
+                                 "more (the paper's protocols use thousands)")
+        if gen is None:
+            ignored = [f for f, v in (("--n", args.n), ("--captions", args.captions), ("--save-size", args.save_size),
+                                      ("--limit", args.limit)) if v is not None]
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)}: generation options do nothing when scoring existing --images "
+                                 "(every image of the folder is scored, as it is); drop them, or generate with --ckpt")
         prompts = meta = source = None
         jobs = None
         if gen is not None:
@@ -309,7 +319,14 @@ class FID(Benchmark):
                              args.save_size, progress=not args.no_progress)
 
     def score(self, plan, args) -> Scored:
+        from evals.metrics.fid import list_images
+
         st = plan.state
+        n_gen = len(list_images(plan.folder))
+        if n_gen < 2:
+            flag = "--images" if st["gen"] is None else "--n"
+            raise ValueError(f"{flag}: '{plan.folder}' holds {n_gen} image; FID needs at least 2 (a covariance); "
+                             "score a folder of 2 or more images")
         ref, ref_info = _reference(args, st["gen"], plan.folder, st["n_images"])
         result, threads = _compute(args, plan.folder, ref)
         raw, _ = fid_scores(result, st["tag"])

@@ -89,6 +89,9 @@ def compute_fid(gen_dir: str | os.PathLike, ref_dir_or_stats: str | os.PathLike,
     import time
 
     seconds: dict[str, float] = {}
+    if len(list_images(gen_dir)) < 2:
+        raise ValueError(f"image folder '{gen_dir}' holds {len(list_images(gen_dir))} image; FID needs at least 2 "
+                         "(a covariance); pass a folder of 2 or more images")
     t0 = time.perf_counter()
     _, digest = load_extractor(weights_path, device, cache_dir)
     ref = _reference_from(ref_dir_or_stats, digest, batch_size, device, cache_dir, weights_path, progress)

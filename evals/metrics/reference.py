@@ -88,6 +88,9 @@ def precompute_reference(ref_dir: str | os.PathLike, batch_size: int = 32, devic
     extract = extract_features if extract is None else extract
     _, digest = load_extractor(weights_path, device, cache_dir)
     files = list_images(ref_dir)
+    if len(files) < 2:
+        raise ValueError(f"reference folder '{ref_dir}' holds {len(files)} image; FID needs at least 2 (a covariance); "
+                         "pass a folder of 2 or more reference images")
     key = reference_key(files, digest)
     path = default_cache_dir(cache_dir) / "fid_reference" / f"{key}.npz"
     if path.exists():

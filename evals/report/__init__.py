@@ -63,8 +63,15 @@ def build_report(paths: list[str | Path], out: str | Path, title: str | None = N
     from snapgen.io import atomic_write_text
 
     paths = [str(p) for p in paths]
-    recs = [load_record(p) for p in paths]
+    if not str(out).strip():
+        raise ValueError("--out '': empty path; pass the report folder to write (index.html + images/)")
     out = Path(out)
+    if out.is_file():
+        raise NotADirectoryError(f"--out {out}: is a file; pass a folder for the report (index.html + images/)")
+    from snapgen.io import check_writable_dir
+
+    check_writable_dir(out, "--out")
+    recs = [load_record(p) for p in paths]
     if (out / "index.html").is_file() and (out / "images").is_dir():
         shutil.rmtree(out / "images")                               # stale images of an earlier report
     out.mkdir(parents=True, exist_ok=True)
