@@ -41,7 +41,7 @@ def _decoders(recs: dict[str, dict]) -> list[str]:
 
 def _unets(recs: dict[str, dict]) -> list[str]:
     out = ["## U-Nets: SnapGen vs SDXL (`python -m ablations bench --latent N [--dtype bfloat16]`)", "",
-           "| px | dtype, threads | SnapGen ms | SDXL ms | **latency ratio** | FLOPs ratio | SnapGen GFLOP/s (of matmul peak) "
+           "| px | dtype (memory format), threads | SnapGen ms | SDXL ms | **latency ratio** | FLOPs ratio | SnapGen GFLOP/s (of matmul peak) "
            "| SDXL GFLOP/s (of peak) | record |", "|---:|---|---:|---:|---:|---:|---|---|---|"]
     for path, r in sorted(recs.items(), key=lambda kv: (kv[1]["protocol"]["latent"], kv[1]["protocol"]["dtype"])):
         p, rows = r["protocol"], r["details"]["rows"]
@@ -49,7 +49,8 @@ def _unets(recs: dict[str, dict]) -> list[str]:
         frac = [_v(r, f"fraction_of_matmul_peak_{n}") for n in (r["details"]["snapgen"], r["details"]["reference"])]
         rate = [f"{row['flops'] / row['median_ms'] / 1e6:.0f}" + (f" ({fr:.0%})" if fr is not None else "")
                 for row, fr in zip((s, x), frac)]
-        out.append(f"| {p['resolution_px']} | {p['dtype']}, {p['threads']} | {s['median_ms']:,.0f} | "
+        fmt = ", channels_last" if p.get("channels_last") else ""
+        out.append(f"| {p['resolution_px']} | {p['dtype']}{fmt}, {p['threads']} | {s['median_ms']:,.0f} | "
                    f"{x['median_ms']:,.0f} | **{_v(r, 'latency_ratio'):.2f}x** | {_v(r, 'flops_ratio'):.2f}x | "
                    f"{rate[0]} | {rate[1]} | `{Path(path).name}` |")
     out += ["", "FLOPs counted on the meta device (fp32 graph, 2 x MACs); 'of peak' = achieved rate / the 2048^3 matmul "
