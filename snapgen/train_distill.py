@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from snapgen.training import config as C
-from snapgen.cli import positive_int
+from snapgen.cli import positive_int, refuse_repeated_keys
 from snapgen.training.engine import close_distributed, train_loop
 from snapgen.training.objectives.distill import STAGE_DEFAULTS, DistillConfig
 from snapgen.training.objectives.kd import KnowledgeDistillation
@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, then exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    refuse_repeated_keys([("--set", x) for x in a.set] + ([("--out", f"out={a.out}")] if a.out else [])
+                         + ([("--threads", f"threads={a.threads}")] if a.threads else [])
+                         + [("--teacher", f"teacher={a.teacher}")] + ([("--init", f"init={a.init}")] if a.init else [])
+                         + [("--stage", f"stage={a.stage}")])
     try:
         cfg = C.apply_overrides(DistillConfig(), [f"{k}={v}" for k, v in STAGE_DEFAULTS[a.stage].items()])
         cfg = C.load_config(cfg, a.config, a.set + [f"stage={a.stage}", f"teacher={a.teacher}"]
@@ -65,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--init: --stage ladd starts from a trained student; give --init STUDENT_PIPE")
         if a.dry_run:
             cfg.validate()
+            from snapgen.io import require_path
+
+            require_path(cfg.teacher, "--teacher", "Pass a snapgen pipeline folder or a local SD3/SD3.5 diffusers "
+                         "folder (see docs/distillation.md)")
+            if cfg.init:
+                require_path(cfg.init, "--init", "Pass the student pipeline folder (<run>/pipeline)")
             print(json.dumps({"config": cfg.to_dict(), "kd": cfg.kd.to_dict(), "ladd": cfg.ladd.to_dict()}, indent=2))
             return 0
         out = train_distill(cfg, progress=not a.no_progress)

@@ -41,6 +41,7 @@ def _files(tmp: Path) -> None:
     (tmp / "strscores.json").write_text(json.dumps(rec))
     (tmp / "nan.json").write_text(json.dumps({**rec, "scores": {}}).replace('"details": {}', '"details": {"x": NaN}'))
     (tmp / "caps.txt").write_text("a photo of a red circle\n")
+    (tmp / "bad_steps.yaml").write_text('steps: "ten"\n')
     _finished_run(tmp)
     _fresh_files(tmp)
 
@@ -161,6 +162,15 @@ CASES = [
     ("distill-ladd-no-init", DIS, ["--stage", "ladd", "--teacher", "{tmp}/teacher", "--dry-run"], 2, "--init"),
     ("distill-kd-w-max", DIS, [*TEACH, "--set", "kd_w_max=2", "--dry-run"], 2, "kd_w_max"),
     ("distill-bad-stage", DIS, ["--stage", "sft", "--teacher", "x"], 2, "--stage"),
+    ("distill-set-twice", DIS, [*TEACH, "--set", "steps=2", "steps=3", "--dry-run"], 2, "steps is given twice"),
+    ("distill-out-and-set-out", DIS, [*TEACH, "--out", "{tmp}/a", "--set", "out={tmp}/b", "--dry-run"], 2,
+     "out is given twice"),
+    ("distill-teacher-missing-dry-run", DIS, [*TEACH, "--dry-run"], 2, "--teacher"),
+    ("distill-config-bad-field", DIS, [*TEACH, "--config", "{tmp}/bad_steps.yaml", "--dry-run"], 2, "bad_steps.yaml"),
+    ("latency-compress-on-cpu", LAT, ["--variant", "snapgen-t2i", "--compress", "int8", "--dry-run"], 2, "--compress"),
+    ("latency-compute-units-on-cuda", LAT, ["--variant", "snapgen-t2i", "--target", "cuda", "--compute-units",
+                                            "CPU_ONLY", "--dry-run"], 2, "--compute-units"),
+    ("latency-ckpt-run-folder-dry-run", LAT, ["--ckpt", "{tmp}/done", "--dry-run"], 2, "--ckpt"),
     ("distill-no-teacher", DIS, ["--stage", "kd"], 2, "--teacher"),
     ("distill-disc-lr-neg", DIS, [*TEACH, "--set", "ladd_disc_lr=-1", "--dry-run"], 2, "ladd_disc_lr"),
     ("distill-unknown-key", DIS, [*TEACH, "--set", "kd_wieght=1", "--dry-run"], 2, "kd_"),

@@ -81,8 +81,28 @@ def check_resolution(resolution: int, source: ModelSource) -> None:
         raise FileNotFoundError(f"--ckpt {source.ckpt}: no such pipeline folder")
 
 
+def check_target_options(args: argparse.Namespace) -> None:
+    """Core ML options with a torch target (cpu, cuda) would be ignored: refuse them rather than time something else
+    than what the command line says."""
+    if args.target in ("mac", "iphone"):
+        return
+    given = [f for f, changed in (("--compute-units", list(args.compute_units) != list(COMPUTE_UNITS)),
+                                  ("--compress", args.compress != "none"), ("--device-name", bool(args.device_name)),
+                                  ("--team-id", bool(args.team_id)),
+                                  ("--packages", Path(args.packages) != Path("exports/coreml"))) if changed]
+    if given:
+        raise ValueError(f"{', '.join(given)}: Core ML options, ignored by --target {args.target}; drop them, or use "
+                         "--target mac / iphone")
+
+
 def run(args: argparse.Namespace) -> int:
     """CLI body for ``python -m evals.run latency``; returns the exit code."""
+    check_target_options(args)
+    if args.ckpt is not None:
+        from snapgen.io import require_path
+
+        require_path(args.ckpt, "--ckpt", "Pass a pipeline folder written by SnapGenPipeline.save_pretrained "
+                     "(model_index.json or pipeline.json, unet/), e.g. <run>/pipeline", ("unet",))
     if args.dry_run:
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                           if not callable(v)}, indent=2, sort_keys=True))

@@ -208,8 +208,16 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def load_config(base, path: str | Path | None, overrides: Sequence[str] = ()):
-    """``base`` (a config instance) <- config file fields <- ``--set`` overrides, in that order."""
-    cfg = from_mapping(base, read_config_file(path)) if path else base
+    """``base`` (a config instance) <- config file fields <- ``--set`` overrides, in that order; a bad field of the
+    file is an error naming the file."""
+    cfg = base
+    if path:
+        try:
+            cfg = from_mapping(base, read_config_file(path))
+        except ValueError as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"--config {path}: {e}; fix the field in the file, or drop it and use --set") from None
     return apply_overrides(cfg, overrides)
 
 
