@@ -80,19 +80,16 @@ def _short(twin: str) -> str:
     return name
 
 
-def _cost(root: Path, full_size: str) -> dict | None:
-    from snapgen.records import read_record
+def _cost(root: Path, full_size: str, ladder: str) -> dict | None:
+    """Params and CPU ms of the full-size variant: at the deployment resolution where measured, else at the
+    reference resolution (``ablations.ladder_cost``); ``ladder_points`` makes one ladder use one resolution."""
+    from ablations.ladder_cost import rung_cost
 
-    p = root / "architecture" / f"{full_size}.json"
-    if not p.exists():
+    c = rung_cost(root, full_size, ladder)
+    if c is None:
         return None
-    r = read_record(p)
-    lat = next((k for k in r["scores"] if k.startswith("cpu_ms_median_")), None)
-    stats = r["details"].get("latency_cpu") or {}
-    return {"params_m": r["scores"]["params"]["value"] / 1e6,
-            "cpu_ms": r["scores"][lat]["value"] if lat else None,
-            "cpu_range": (stats.get("min_ms"), stats.get("max_ms")),
-            "cpu_px": lat.rsplit("_", 1)[-1] if lat else None}
+    return {"params_m": c["params"] / 1e6, "deploy": (c["deploy_cpu_ms"], c["deploy_cpu_range"], f"{c['deploy_px']}px"),
+            "ref": (c["ref_cpu_ms"], c["ref_cpu_range"], f"{c['ref_px']}px" if c["ref_px"] else None)}
 
 
 def ladder_points(root: Path, ladder: str) -> list[dict]:
@@ -106,10 +103,15 @@ def ladder_points(root: Path, ladder: str) -> list[dict]:
         full = t.paper["full_size"]
         if ladder_of(full) != ladder or t.name not in quality:
             continue
-        cost = _cost(root, full)
+        cost = _cost(root, full, ladder)
         if cost is None:
             continue
         out.append({"twin": t.name, "label": _short(t.name), "full_size": full, **cost, "quality": quality[t.name]})
+    # one latency resolution per chart: the deployment one once every point has it, else the reference one
+    which = "deploy" if out and all(p["deploy"][0] is not None for p in out) else "ref"
+    for p in out:
+        p["cpu_ms"], p["cpu_range"], p["cpu_px"] = p.pop(which)
+        p.pop("deploy" if which == "ref" else "ref")
     return out
 
 

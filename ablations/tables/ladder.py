@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ablations.ladder_cost import DEPLOY_PX, rung_cost
 from ablations.tables import dirty_records, load
 
 N_BOOT = 2000
@@ -71,19 +72,6 @@ def _by_twin(recs: dict[str, dict]) -> dict[str, dict[int, dict]]:
     return out
 
 
-def _cost(root: Path, full_size: str) -> dict:
-    p = root / "architecture" / f"{full_size}.json"
-    if not p.exists():
-        return {}
-    from snapgen.records import read_record
-
-    s = read_record(p)["scores"]
-    lat = next((k for k in s if k.startswith("cpu_ms_median_")), None)
-    return {"params": s["params"]["value"], "gflops": s.get("gflops_1024", s.get("gflops_256", {})).get("value"),
-            "gflops_key": "gflops_1024" if "gflops_1024" in s else "gflops_256",
-            "cpu_ms": s[lat]["value"] if lat else None, "cpu_key": lat}
-
-
 def t_interval(values: list[float]) -> tuple[float, tuple[float, float] | None, float | None]:
     """(mean, 95% t-interval, two-sided one-sample t-test p against 0) of per-seed values: with 3 seeds a
     bootstrap over seeds has only 10 distinct resamples and is too narrow, the t-interval is not."""
@@ -123,7 +111,9 @@ def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
     t2i = ladder == "t2i"
     budgets = sorted({r["protocol"].get("budget", {}).get("name", "?") for r in recs.values()})
     lines = [f"# Ablation ladder, {ladder} (generated from results/ablation/{ladder}/*.json; do not edit)", "",
-             "Cost: the full-size variant (architecture records; CPU ms at the resolution of its key). Quality: its",
+             "Cost: the full-size variant, U-Net forward, fp32, batch 1, 1 thread (ablations/ladder_cost.py): FLOPs and CPU",
+             "ms at the reference resolution (architecture records) and at the deployment resolution (latency records",
+             "for text-to-image at 1024 px). Quality: its",
              "world-scale twin (ablations/twins.py), every twin with the same budget, data order and seeds.",
              *(["GenEval-world: overall on held-out prompts, 95% CI by a bootstrap over training seeds and prompts;",
                 "Δ GenEval: paired difference to the parent rung (same prompts and sampling seeds), its CI and p."]
@@ -134,23 +124,39 @@ def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
              "Δ FID (\"not significant\": our CI contains 0). A linked rung opens its compare report against the parent",
              "(seed 0: per-task paired differences and the prompts whose verdict flipped, with both images).", "",
              f"Budget(s): {', '.join(budgets) if budgets else '—'} (see each record's protocol.budget).", ""]
-    head = ["rung", "params (M)", "GFLOPs", "CPU ms", "seeds"]
+    deploy = DEPLOY_PX[ladder]
+    costs = {t.name: rung_cost(root, t.paper["full_size"], ladder) or {} for t in TWINS
+             if ladder_of(t.paper["full_size"]) == ladder}
+    ref = sorted({c["ref_px"] for c in costs.values() if c.get("ref_px")}) or [256]
+    two_res = any(px != deploy for px in ref)
+    head = ["rung", "params (M)"]
+    head += ([f"GFLOPs {px} px" for px in ref] + [f"GFLOPs {deploy} px", f"CPU ms {'/'.join(map(str, ref))} px",
+              f"CPU ms {deploy} px"] if two_res else [f"GFLOPs {deploy} px", f"CPU ms {deploy} px"])
+    head += ["seeds"]
     head += ["GenEval-world [95% CI]", "Δ GenEval [95% CI]", "p"] if t2i else []
     head += ["FID-world [95% CI]", "Δ FID [95% CI]", "p", "paper", "same direction?"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---"] * 2) + "|"]
-    missing, disagree = [], []
+    missing, disagree, no_deploy = [], [], []
     for t in TWINS:
         full = t.paper["full_size"]
         if ladder_of(full) != ladder:
             continue
         seeds = by_twin.get(t.name, {})
-        cost = _cost(root, full)
-        cpu = _fmt(cost.get("cpu_ms"), ".0f") + (f" ({cost['cpu_key'].rsplit('_', 1)[-1]})" if cost.get("cpu_key") else "")
-        gfl = _fmt(cost.get("gflops"), ".0f") + (f" ({cost['gflops_key'].split('_')[-1]} px)" if cost.get("gflops") else "")
+        cost = costs[t.name]
+        if two_res:
+            gfl_deploy = cost.get("gflops") if cost.get("gflops_px") == deploy else None
+            cost_cells = [_fmt(cost.get("ref_gflops"), ".0f") if cost.get("ref_px") == px else "—" for px in ref]
+            cost_cells += [_fmt(gfl_deploy, ".0f"), _fmt(cost.get("ref_cpu_ms"), ".0f"), _fmt(cost.get("deploy_cpu_ms"), ".0f")]
+        else:
+            cost_cells = [_fmt(cost.get("ref_gflops") if cost.get("ref_px") == deploy else
+                               cost.get("gflops") if cost.get("gflops_px") == deploy else None, ".0f"),
+                          _fmt(cost.get("deploy_cpu_ms"), ".0f")]
+        if cost and cost.get("deploy_cpu_ms") is None:
+            no_deploy.append(full)
         report = root / "reports" / f"ladder_{ladder}" / t.name / "index.html"
         label = f"[{t.name}](../reports/ladder_{ladder}/{t.name}/index.html)" if report.exists() else t.name
         row = [f"{label}{'*' if any(f'{t.name}-s{s}' in dirty for s in seeds) else ''}",
-               _fmt(cost.get("params") and cost["params"] / 1e6, ".0f"), gfl, cpu, str(len(seeds))]
+               _fmt(cost.get("params") and cost["params"] / 1e6, ".0f"), *cost_cells, str(len(seeds))]
         if not seeds:
             missing.append(t.name)
             lines.append("| " + " | ".join(row + ["—"] * (len(head) - len(row))) + " |")
@@ -174,6 +180,10 @@ def render_ladder(root: Path, ladder: str, allow_dirty: bool = False) -> str:
     if disagree:
         lines += ["", f"Where this CPU-scale ladder disagrees with the paper (significant change in the other "
                       f"direction): {', '.join(disagree)}."]
+    if no_deploy:
+        lines += ["", f"Full-size variants without a CPU latency record at the deployment resolution ({deploy} px): "
+                      f"{', '.join(no_deploy)} (`python -m evals.run latency --variant V --resolution {deploy} --steps 1 "
+                      "--no-e2e --text none --decoder none --threads 1 --warmup 1 --repeats 3`)."]
     if missing:
         lines += ["", f"Rungs without quality records yet: {', '.join(missing)} "
                       f"(`python -m ablations ladder --ladder {ladder}`)."]
