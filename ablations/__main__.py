@@ -8,6 +8,7 @@
     python -m ablations bench --latent 32  # SnapGen vs SDXL U-Net latency in one run (record)
     python -m ablations ls --twins --json  # the world-scale twins of both ladders (parent, scale, quality records)
     python -m ablations ladder --ladder t2i --dry-run   # train + score every twin x seed (see ablations/ladder.py)
+    python -m ablations levers --study lr --cell lr=4e-3 --dry-run   # paired recipe-lever study (ablations/levers.py)
 """
 from __future__ import annotations
 
@@ -141,11 +142,17 @@ def main(argv=None) -> int:
     s.set_defaults(fn=cmd_bench)
     sub.add_parser("ladder", help="train and score every world-scale twin x seed (python -m ablations ladder --help)",
                    add_help=False)
+    sub.add_parser("levers", help="paired studies of the world recipe's levers (python -m ablations levers --help)",
+                   add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["ladder"]:
         from ablations.ladder import main as ladder_main
 
         return ladder_main(argv[1:])
+    if argv[:1] == ["levers"]:
+        from ablations.levers import main as levers_main
+
+        return levers_main(argv[1:])
     a = p.parse_args(argv)
     if a.cmd == "table" and a.variants is not None:
         if not a.variants:                      # `--variants $EMPTY` would otherwise measure every variant

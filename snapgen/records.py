@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 SCHEMA_VERSION = 2
 KINDS = ("evaluation", "architecture", "latency", "decoder", "training", "distillation", "ablation", "benchmark",
-         "export", "curve", "sweep")
+         "export", "curve", "sweep", "lever")
 ENVELOPE_KEYS = ("schema_version", "kind", "name", "protocol", "scores", "details", "environment", "created")
 SCORE_KEYS = ("value", "ci95", "n", "higher_is_better", "unit")
 

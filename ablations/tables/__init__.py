@@ -29,6 +29,7 @@ TABLES: dict[str, str] = {
     "ladder_in256": "ablations.tables.ladder:render_in256",
     "distillation": "ablations.tables.distillation:render",
     "speed": "ablations.tables.speed:render",
+    "levers": "ablations.tables.levers:render",
 }
 
 

@@ -1,0 +1,231 @@
+"""Recipe levers of the world model, measured as paired studies: each cell is the default recipe with one change
+(``KEY=VALUE`` fields of ``snapgen.training.t2i.TrainConfig``), trained with the same steps, data order and seeds
+as the control (the default recipe), then scored on held-out world prompts; one record per (cell, seed).
+
+    python -m ablations.levers --study lr --cell lr=1e-3 --cell lr=4e-3 --dry-run        # the jobs
+    python -m ablations.levers --study lr --cell lr=1e-3 --cell lr=4e-3 --seeds 0 1 2    # run (resumable)
+    python -m ablations.levers --study timesteps --cell timesteps=uniform --cell "logit_std=0.5"
+    python -m ablations.levers --study width --cell unet=small-world --steps 600 --threads 1
+    torchrun --nproc_per_node 2 -m ablations.levers --study lr --cell lr=4e-3            # 2 jobs at a time
+
+A cell may change several fields at once (``--cell "lr=4e-3 warmup=200"``); the control cell ``default`` is always
+part of a study. The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
+otherwise; every cell of a study gets the same budget (a study refuses to mix budgets: the control would not be
+paired). Each job reuses the ladder's stages (``ablations.ladder``): ``python -m snapgen.train``, then
+``python -m evals.run geneval`` (held-out prompts) and ``fid --ref world``, each resumable.
+
+Records: kind ``lever``, ``<results>/world/levers/<study>/<cell>-s<seed>.json`` with the cell's overrides, the
+budget, the training wall time, the GenEval-world units (task -> prompt -> accuracy) and FID-world; the table
+``results/tables/levers.md`` (``ablations.tables.levers``) gives each cell's paired difference to the control with
+a CI over seeds and prompts. ``docs/world.md`` lists what was tried.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ablations.ladder import Budget, geneval_units, score, train_wall_s, _run
+from snapgen.cli import nonnegative_int, positive_int
+
+CONTROL = "default"
+# fields a cell may not change: they name the run or its identity, not the recipe
+FIXED = ("out", "seed", "world_seed", "stop_at", "log_every", "ckpt_every", "keep_ckpts", "cpu", "data", "latent_cache")
+
+
+@dataclass(frozen=True)
+class LeverJob:
+    study: str
+    cell: str                           # "default" or the cell's name (its overrides, "key=value+key=value")
+    overrides: tuple[str, ...]
+    seed: int
+    ladder: str = "t2i"                 # what ablations.ladder.score needs: the text-to-image benchmarks
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell}-s{self.seed}"
+
+
+def cell_name(overrides: tuple[str, ...]) -> str:
+    """A file-safe name of a cell's overrides: ``lr=4e-3`` -> ``lr=4e-3``; several joined by ``+``."""
+    name = "+".join(overrides)
+    return re.sub(r"[^A-Za-z0-9=+._-]", "_", name)
+
+
+def parse_cells(cells: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """``--cell`` values -> [(name, overrides)], the control first; each override checked against TrainConfig."""
+    from snapgen.training.config import apply_overrides
+    from snapgen.training.t2i import TrainConfig
+
+    out = [(CONTROL, ())]
+    for text in cells:
+        items = tuple(x for x in text.split() if x)
+        if not items:
+            raise ValueError("--cell '': empty cell; pass KEY=VALUE fields of the training config, e.g. --cell lr=4e-3")
+        keys = [i.split("=", 1)[0] for i in items]
+        for item, key in zip(items, keys):
+            if "=" not in item:
+                raise ValueError(f"--cell {text!r}: {item!r} is not KEY=VALUE (e.g. --cell lr=4e-3)")
+            if key in FIXED:
+                raise ValueError(f"--cell {text!r}: {key} names the run, not the recipe; a lever cannot change it "
+                                 f"(fixed fields: {', '.join(FIXED)})")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"--cell {text!r}: a field is given twice; give each once")
+        try:
+            cfg = apply_overrides(TrainConfig(), items)
+        except ValueError as e:
+            raise ValueError(f"--cell {text!r}: {e}") from None
+        if cfg == TrainConfig():
+            raise ValueError(f"--cell {text!r}: equals the default recipe (the control cell is always run)")
+        name = cell_name(items)
+        if name in [n for n, _ in out]:
+            raise ValueError(f"--cell {text!r} is given twice; each cell once")
+        out.append((name, items))
+    return out
+
+
+def jobs(study: str, cells: list[tuple[str, tuple[str, ...]]], seeds: list[int]) -> list[LeverJob]:
+    """Seed-major (every cell of seed 0 first), so a partial study already has paired cells."""
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise ValueError(f"--seeds: {', '.join(map(str, dup))} given more than once; pass each seed once")
+    return [LeverJob(study, name, ov, s) for s in seeds for name, ov in cells]
+
+
+def recipe_budget(steps: int | None, threads: int | None, fid_n: int, sample_steps: int | None,
+                  prompts_per_tag: int, n_per_prompt: int) -> Budget:
+    """The ladder's Budget with the recipe's training (TrainConfig) and this study's scoring."""
+    from snapgen.training.t2i import TrainConfig
+
+    d = TrainConfig()
+    return Budget(steps=steps or d.steps, batch_size=d.batch_size, lr=d.lr, warmup=d.warmup,
+                  threads=threads or d.threads, n_per_prompt=n_per_prompt, prompts_per_tag=prompts_per_tag,
+                  fid_n=fid_n, sample_steps=sample_steps or d.sample_steps, guidance=d.sample_guidance,
+                  benchmarks=("geneval", "fid"), name="recipe" if steps in (None, d.steps) else f"recipe@{steps}")
+
+
+@dataclass
+class Paths:
+    runs: Path
+    results: Path
+
+    def run(self, j: LeverJob) -> Path:
+        return self.runs / j.study / j.name
+
+    def record(self, j: LeverJob) -> Path:
+        return self.results / j.study / f"{j.name}.json"
+
+    def images(self, j: LeverJob) -> Path:
+        return self.runs / j.study / "images"
+
+
+def train(j: LeverJob, b: Budget, paths: Paths) -> Path:
+    """``python -m snapgen.train`` with the recipe, the cell's overrides, the study's steps and the job's seed;
+    warm-up and schedule scale with the steps only through the overrides (the recipe's warm-up is kept)."""
+    run = paths.run(j)
+    if (run / "pipeline" / "pipeline.json").exists():
+        return run
+    keys = {o.split("=", 1)[0] for o in j.overrides}
+    base = [f"steps={b.steps}", f"threads={b.threads}", f"seed={j.seed}", "keep_ckpts=2", "cpu=true",
+            f"ckpt_every={max(1, b.steps // 4)}"]
+    if b.warmup > b.steps and "warmup" not in keys:
+        base.append(f"warmup={b.steps}")
+    sets = [s for s in base if s.split("=", 1)[0] not in keys] + list(j.overrides)
+    _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", "--set", *sets],
+         run / "levers.log", b.threads)
+    return run
+
+
+def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
+    from snapgen.records import make_record, read_record
+
+    scores = {}
+    for bench, path in evals.items():
+        for k, s in read_record(path)["scores"].items():
+            if bench == "geneval" or k.startswith(("fid", "kid")):
+                scores[k] = s
+    protocol = {"study": j.study, "cell": j.cell, "overrides": list(j.overrides), "control": CONTROL, "seed": j.seed,
+                "budget": asdict(b), "prompts": {"split": "heldout"}}
+    details = {"train_wall_s": train_wall_s(run), "run": str(run),
+               "eval_records": {k: str(v) for k, v in evals.items()},
+               "units": {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])},
+               "train_config": json.loads((run / "train_config.json").read_text())}
+    return make_record("lever", f"{j.study}-{j.name}", protocol, scores, details)
+
+
+def check_budget(paths: Paths, study: str, b: Budget) -> None:
+    """Every record of a study has one budget: refuse to add jobs paired against another budget's control."""
+    from snapgen.records import read_record
+
+    folder = paths.results / study
+    now = json.loads(json.dumps(asdict(b)))            # as a record holds it (tuples are lists)
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        other = read_record(p)["protocol"]["budget"]
+        if other != now:
+            diff = {k: (other.get(k), v) for k, v in now.items() if other.get(k) != v}
+            raise ValueError(f"--study {study}: {p} was run with another budget ({', '.join(f'{k}: {o} there, {n} now' for k, (o, n) in diff.items())}); "
+                             "pass the same --steps/--threads/... or another --study name")
+
+
+def run_job(j: LeverJob, b: Budget, paths: Paths) -> Path:
+    from snapgen.records import write_record
+
+    if paths.record(j).exists():
+        return paths.record(j)
+    run = train(j, b, paths)
+    return write_record(paths.record(j), job_record(j, b, run, score(j, b, run, paths.images(j))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from snapgen.paths import results_dir
+
+    p = argparse.ArgumentParser(prog="python -m ablations.levers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", required=True, help="name of the study (a folder of records): e.g. lr, timesteps")
+    p.add_argument("--cell", action="append", default=[], metavar="'KEY=VALUE [KEY=VALUE ...]'",
+                   help="one changed recipe (TrainConfig fields); repeat for more cells; the default is the control")
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2], help="training seeds (>= 3 for the table)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps of every cell (default: the recipe's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per job (default: the recipe's)")
+    p.add_argument("--fid-n", type=positive_int, default=512, help="FID-world generated images = held-out renders")
+    p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps (default: the recipe's)")
+    p.add_argument("--prompts-per-tag", type=positive_int, default=12, help="held-out prompts per GenEval task")
+    p.add_argument("--n-per-prompt", type=positive_int, default=4, help="GenEval images per prompt")
+    p.add_argument("--runs", type=Path, default=Path("runs/levers"), help="checkpoints, images, per-benchmark records")
+    p.add_argument("--results", type=Path, default=None, help="lever records (default <results>/world/levers)")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
+    a = p.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", a.study):
+        raise ValueError(f"--study {a.study!r}: use letters, digits, '.', '_' or '-' (it names a folder)")
+    if not a.cell:
+        raise ValueError("--cell: give at least one changed recipe, e.g. --cell lr=4e-3 (the default is the control)")
+    cells = parse_cells(a.cell)
+    b = recipe_budget(a.steps, a.threads, a.fid_n, a.sample_steps, a.prompts_per_tag, a.n_per_prompt)
+    paths = Paths(a.runs, a.results or results_dir("world") / "levers")
+    check_budget(paths, a.study, b)
+    todo = jobs(a.study, cells, a.seeds)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = [j for i, j in enumerate(todo) if i % world == rank]
+    if a.dry_run:
+        print(json.dumps({"budget": asdict(b), "rank": rank, "world": world, "jobs": [
+            {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
+             "done": paths.record(j).exists()} for j in mine]}, indent=2))
+        return 0
+    t0 = time.time()
+    for j in mine:
+        t = time.time()
+        path = run_job(j, b, paths)
+        print(f"[{rank}/{world}] {j.study}/{j.name}: record {path} ({time.time() - t:.0f} s)", flush=True)
+    print(f"[{rank}/{world}] {len(mine)} job(s) in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,68 @@
+"""The recipe-lever table: ``results/world/levers/<study>/*.json`` (kind "lever", ``python -m ablations.levers``)
+-> Markdown. Per study, each cell against the control (the default recipe) with the same budget, data order and
+seeds: held-out GenEval-world (hierarchical bootstrap over seeds and prompts) and its paired difference, FID-world
+(t-interval over seeds) and its paired difference, and the training wall time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ablations.tables import dirty_records, load
+from ablations.tables.ladder import _ci, _fid, _fmt, _vs_parent, hierarchical_ci, t_interval
+
+CONTROL = "default"
+
+
+def render(root: Path, allow_dirty: bool = False) -> str:
+    folder = root / "world" / "levers"
+    studies = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    lines = ["# Recipe levers of the world model (generated from results/world/levers/*/*.json; do not edit)", "",
+             "Each cell is the default recipe (`python -m snapgen.train`, TrainConfig) with the named change, trained",
+             "with the study's budget, data order and seeds like the control (`default`), scored on held-out world",
+             "prompts. GenEval-world: mean over seeds, 95% CI by a bootstrap over seeds and prompts; Δ: paired",
+             "difference to the control (same seeds, prompts and sampling seeds), its CI and two-sided p. FID-world:",
+             "t-interval over seeds; Δ FID paired by seed. Made by `python -m ablations.levers --study S --cell ...`.", ""]
+    if not studies:
+        return "\n".join(lines + ["No lever study has records yet."]) + "\n"
+    for study in studies:
+        recs = load(root, f"world/levers/{study}", "lever", allow_dirty, "results/tables/levers.md")
+        dirty = set(dirty_records(recs))
+        cells: dict[str, dict[int, dict]] = {}
+        for path, r in recs.items():
+            r = {**r, "_dirty": path in dirty}
+            cells.setdefault(r["protocol"]["cell"], {})[r["protocol"]["seed"]] = r
+        b = next(iter(recs.values()))["protocol"]["budget"]
+        lines += [f"## {study}", "",
+                  f"Budget: {b['steps']} steps x batch {b['batch_size']} (per cell unless a cell changes it), "
+                  f"{b['threads']} thread(s) per job; GenEval {b['n_per_prompt']} images x {b['prompts_per_tag']} "
+                  f"held-out prompts per task; FID {b['fid_n']} images; {b['sample_steps']} sampling steps, "
+                  f"guidance {b['guidance']}.", "",
+                  "| cell | seeds | train wall (min) | GenEval-world [95% CI] | Δ GenEval [95% CI] | p | FID-world [95% CI] "
+                  "| Δ FID [95% CI] | p |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        control = cells.get(CONTROL, {})
+        for name in [CONTROL] + sorted(c for c in cells if c != CONTROL):
+            seeds = cells.get(name, {})
+            if not seeds:
+                lines.append(f"| {name} | 0 | — | — | — | — | — | — | — |")
+                continue
+            units = [seeds[s]["details"]["units"]["geneval_overall"] for s in sorted(seeds)]
+            point, ci, _ = hierarchical_ci(units)
+            walls = [seeds[s]["details"].get("train_wall_s") for s in seeds]
+            wall = _fmt(np.mean(walls) / 60, ".1f") if None not in walls else "—"
+            fids = [_fid(seeds[s]) for s in sorted(seeds)]
+            fid, fci, _ = t_interval(fids) if None not in fids else (None, None, None)
+            if name == CONTROL:
+                diff = [None, None, None]
+                fdiff = [None, None, None]
+            else:
+                diff = list(_vs_parent(seeds, control))
+                shared = [s for s in sorted(set(seeds) & set(control)) if _fid(seeds[s]) is not None
+                          and _fid(control[s]) is not None]
+                fdiff = list(t_interval([_fid(seeds[s]) - _fid(control[s]) for s in shared])) if shared else [None] * 3
+            mark = "*" if any(r["_dirty"] for r in seeds.values()) else ""
+            lines.append(f"| {name}{mark} | {len(seeds)} | {wall} | {_ci(point, ci)} | {_ci(diff[0], diff[1], '+.3f')} | "
+                         f"{_fmt(diff[2], '.3f')} | {_ci(fid, fci, '.1f')} | {_ci(fdiff[0], fdiff[1], '+.1f')} | "
+                         f"{_fmt(fdiff[2], '.3f')} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,85 @@
+"""Recipe lever studies (ablations.levers): cells are checked against the training config, jobs pair with the
+control, budgets do not mix, one toy study runs end to end, and the table pairs each cell with the control."""
+import json
+
+import numpy as np
+import pytest
+
+from ablations import levers
+from ablations.tables.levers import render
+from snapgen.records import make_record, score, write_record
+
+ENV = {"threads": 1, "git_commit": "abc", "versions": {}}
+
+
+def test_cells_are_checked_against_the_training_config():
+    cells = levers.parse_cells(["lr=4e-3", "timesteps=uniform logit_std=0.5"])
+    assert [n for n, _ in cells] == ["default", "lr=4e-3", "timesteps=uniform+logit_std=0.5"]
+    for bad, msg in [("lrr=1", "unknown config field 'lrr'"), ("seed=3", "names the run"), ("lr", "not KEY=VALUE"),
+                     ("lr=2e-3", "equals the default recipe"), ("lr=1 lr=2", "given twice"), ("", "empty cell"),
+                     ("timesteps=cosine", "timesteps")]:
+        with pytest.raises(ValueError, match=msg):
+            levers.parse_cells([bad])
+    with pytest.raises(ValueError, match="given twice"):
+        levers.parse_cells(["lr=4e-3", "lr=4e-3"])
+
+
+def test_jobs_are_seed_major_and_budgets_do_not_mix(tmp_path, capsys):
+    cells = levers.parse_cells(["lr=4e-3"])
+    assert [j.name for j in levers.jobs("lr", cells, [0, 1])] == ["default-s0", "lr=4e-3-s0", "default-s1", "lr=4e-3-s1"]
+    with pytest.raises(ValueError, match="--seeds: 1 given more than once"):
+        levers.jobs("lr", cells, [1, 1])
+    args = ["--study", "lr", "--cell", "lr=4e-3", "--results", str(tmp_path / "res"), "--runs", str(tmp_path / "runs")]
+    assert levers.main(args + ["--dry-run", "--steps", "10"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget"]["steps"] == 10 and len(out["jobs"]) == 6
+    b = levers.recipe_budget(10, 1, 8, 2, 1, 1)
+    rec = make_record("lever", "lr-default-s0", {"study": "lr", "cell": "default", "seed": 0,
+                                                 "budget": {**b.__dict__, "benchmarks": list(b.benchmarks)}}, {}, {}, ENV)
+    write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
+    with pytest.raises(ValueError, match="another budget.*steps: 10 there, 20 now"):
+        levers.main(args + ["--dry-run", "--steps", "20", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
+                            "--prompts-per-tag", "1", "--n-per-prompt", "1"])
+
+
+def _units(level, rng):
+    return {t: {str(i): float(np.clip(level + rng.normal(0, 0.05), 0, 1)) for i in range(8)}
+            for t in ("single_object", "two_object", "counting")}
+
+
+def test_table_pairs_each_cell_with_the_control(tmp_path):
+    rng = np.random.default_rng(0)
+    b = {"steps": 1900, "batch_size": 16, "threads": 2, "n_per_prompt": 4, "prompts_per_tag": 12, "fid_n": 512,
+         "sample_steps": 20, "guidance": 3.0}
+    for seed in range(3):
+        base = _units(0.3, rng)
+        for cell, units, fid in (("default", base, 100.0 + seed),
+                                 ("lr=4e-3", {t: {k: min(1.0, v + 0.2) for k, v in d.items()} for t, d in base.items()},
+                                  90.0 + seed + 0.3 * seed)):
+            rec = make_record("lever", f"lr-{cell}-s{seed}", {"study": "lr", "cell": cell, "seed": seed, "budget": b},
+                              {"fid_world32": score(fid, None, 512, False, "FID")},
+                              {"units": {"geneval_overall": units}, "train_wall_s": 1800.0}, ENV)
+            write_record(tmp_path / "world" / "levers" / "lr" / f"{cell}-s{seed}.json", rec)
+    text = render(tmp_path)
+    row = [c.strip() for c in next(x for x in text.splitlines() if x.startswith("| lr=4e-3")).split("|")[1:-1]]
+    assert row[1] == "3" and row[2] == "30.0"
+    assert float(row[4].split()[0]) == pytest.approx(0.2, abs=0.03) and float(row[5]) < 0.05
+    assert float(row[7].split()[0]) == pytest.approx(-9.7, abs=0.01)
+    assert "## lr" in text and "1900 steps x batch 16" in text
+
+
+def test_a_toy_study_runs_end_to_end(tmp_path):
+    """Two jobs (control + one cell) at toy size through the real stages: train, held-out GenEval, FID-world."""
+    res, runs = tmp_path / "res", tmp_path / "runs"
+    args = ["--study", "toy", "--cell", "lr=4e-3", "--seeds", "0", "--steps", "2", "--threads", "1", "--fid-n", "8",
+            "--sample-steps", "2", "--prompts-per-tag", "1", "--n-per-prompt", "1", "--results", str(res),
+            "--runs", str(runs)]
+    assert levers.main(args) == 0
+    recs = {p.name: json.loads(p.read_text()) for p in (res / "toy").glob("*.json")}
+    assert set(recs) == {"default-s0.json", "lr=4e-3-s0.json"}
+    cell = recs["lr=4e-3-s0.json"]
+    assert cell["kind"] == "lever" and cell["protocol"]["overrides"] == ["lr=4e-3"]
+    assert cell["details"]["train_config"]["lr"] == 4e-3 and recs["default-s0.json"]["details"]["train_config"]["lr"] == 2e-3
+    assert cell["protocol"]["prompts"]["split"] == "heldout" and "geneval_overall" in cell["scores"]
+    assert any(k.startswith("fid") for k in cell["scores"])
+    assert levers.main(args) == 0                                    # resumable: nothing left to do
