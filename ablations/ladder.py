@@ -33,6 +33,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -208,6 +209,14 @@ def geneval_units(geneval_record: dict, path: Path) -> dict[str, dict[str, float
     return {t: {k: sum(v) / len(v) for k, v in d.items()} for t, d in per.items()}
 
 
+def _checkpoint_sha(evals: dict[str, Path]) -> str | None:
+    """The scored pipeline's hash, as its evaluation records state it (one pipeline scored by every benchmark)."""
+    from snapgen.records import read_record
+
+    shas = {read_record(p)["protocol"].get("generator", {}).get("checkpoint_sha256") for p in evals.values()}
+    return shas.pop() if len(shas) == 1 else None
+
+
 def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     from snapgen.records import make_record, read_record
 
@@ -225,6 +234,7 @@ def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
                 {"split": "in_distribution", "note": "class-conditional: the 40 training classes, fresh draws"}}
     units = {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])} if "geneval" in evals else {}
     details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources, "units": units,
+               "checkpoint_sha256": _checkpoint_sha(evals),
                "train_config": json.loads((run / "train_config.json").read_text()).get("unet_config")}
     return make_record("ablation", job.name, protocol, scores, details)
 
@@ -237,6 +247,42 @@ def run_job(job: Job, b: Budget, paths: Paths) -> Path | None:
     run = train(job, b, paths)
     rec = job_record(job, b, run, score(job, b, run, paths.images(job)))
     return write_record(paths.record(job), rec)
+
+
+def verify(job: Job, paths: Paths, scratch: Path) -> dict:
+    """Retrain and rescore ``job`` from scratch under ``scratch`` with the budget its record states, and compare
+    every score (and the checkpoint hash, where the record has it) with the record. Training is deterministic at a
+    fixed thread count, so a faithful record is reproduced exactly; returns {"job", "record", "equal",
+    "scores": {key: {"record", "rerun", "equal"}}, ...}."""
+    from snapgen.records import read_record
+
+    path = paths.record(job)
+    if not path.exists():
+        raise FileNotFoundError(f"--verify {job.name}: no record {path}; run the job first (python -m ablations ladder "
+                                f"--ladder {job.ladder} --variants {job.twin} --seeds {job.seed})")
+    old = read_record(path)
+    b = Budget(**{**old["protocol"]["budget"], "benchmarks": tuple(old["protocol"]["budget"]["benchmarks"])})
+    if (scratch / job.ladder / job.name).resolve() == paths.run(job).resolve():
+        raise ValueError(f"--runs {scratch}: the verification must train from scratch; pass another --runs folder "
+                         "than the one the record was made in")
+    vpaths = Paths(scratch, scratch / "records")
+    run = train(job, b, vpaths)
+    new = job_record(job, b, run, score(job, b, run, vpaths.images(job)))
+    keys = sorted(set(old["scores"]) | set(new["scores"]))
+    cmp = {k: {"record": (old["scores"].get(k) or {}).get("value"), "rerun": (new["scores"].get(k) or {}).get("value")}
+           for k in keys}
+    for c in cmp.values():
+        c["equal"] = c["record"] == c["rerun"]
+    out = {"job": job.name, "record": str(path), "record_commit": old["environment"].get("git_commit"),
+           "rerun_commit": new["environment"].get("git_commit"), "budget": asdict(b), "rerun": str(run),
+           "train_wall_s": {"record": old["details"].get("train_wall_s"), "rerun": new["details"].get("train_wall_s")},
+           "scores": cmp}
+    for key in ("checkpoint_sha256",):
+        if key in old["details"]:
+            out[key] = {"record": old["details"][key], "rerun": new["details"].get(key),
+                        "equal": old["details"][key] == new["details"].get(key)}
+    out["equal"] = all(c["equal"] for c in cmp.values()) and out.get("checkpoint_sha256", {}).get("equal", True)
+    return out
 
 
 def write_reports(ladder: str, paths: Paths, report_root: Path, seed: int = 0, thumb: int = 128) -> list[Path]:
@@ -306,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", action="store_true", help="write the compare report of every rung against its parent "
                    "(GenEval, seed of --report-seed) under <results>/reports/ladder_<ladder>/ and exit")
     p.add_argument("--report-seed", type=nonnegative_int, default=0)
+    p.add_argument("--verify", metavar="JOB", default=None, help="retrain and rescore one job (e.g. "
+                   "world-t2i-s5-mqa-s0) from scratch under --runs with its record's budget, compare every score with "
+                   "the record; exit 1 when any differs (--runs must not be the folder the record was made in)")
     a = p.parse_args(argv)
     b = budget_from_args(a)
     paths = Paths(a.runs, a.results or results_dir("ablation"))
@@ -315,6 +364,17 @@ def main(argv: list[str] | None = None) -> int:
         written = write_reports(a.ladder, paths, results_root() / "reports", a.report_seed)
         print("\n".join(str(w) for w in written) or "no rung has both its and its parent's GenEval record yet")
         return 0
+    if a.verify:
+        m = re.fullmatch(r"(.+)-s(\d+)", a.verify)
+        names = [t.name for t in TWINS if ladder_of(t.paper["full_size"]) == a.ladder]
+        if not m or m.group(1) not in names:
+            raise ValueError(f"--verify {a.verify}: not a job of the {a.ladder} ladder; a job is TWIN-sSEED, e.g. "
+                             f"{names[-1]}-s0 (twins: python -m ablations ls --twins)")
+        if a.runs == Path("runs/ladder"):
+            a.runs = Path("runs/ladder-verify")
+        result = verify(Job(m.group(1), int(m.group(2)), a.ladder), Paths(Path("runs/ladder"), paths.results), a.runs)
+        print(json.dumps(result, indent=2))
+        return 0 if result["equal"] else 1
     todo = jobs(a.ladder, a.seeds, a.variants)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     mine = [j for i, j in enumerate(todo) if i % world == rank]
