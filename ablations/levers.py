@@ -98,7 +98,7 @@ def jobs(study: str, cells: list[tuple[str, tuple[str, ...]]], seeds: list[int])
 
 
 def recipe_budget(steps: int | None, threads: int | None, fid_n: int, sample_steps: int | None,
-                  prompts_per_tag: int, n_per_prompt: int) -> Budget:
+                  prompts_per_tag: int, n_per_prompt: int, benchmarks: tuple[str, ...] = ("geneval", "fid")) -> Budget:
     """The ladder's Budget with the recipe's training (TrainConfig) and this study's scoring."""
     from snapgen.training.t2i import TrainConfig
 
@@ -106,7 +106,7 @@ def recipe_budget(steps: int | None, threads: int | None, fid_n: int, sample_ste
     return Budget(steps=steps or d.steps, batch_size=d.batch_size, lr=d.lr, warmup=d.warmup,
                   threads=threads or d.threads, n_per_prompt=n_per_prompt, prompts_per_tag=prompts_per_tag,
                   fid_n=fid_n, sample_steps=sample_steps or d.sample_steps, guidance=d.sample_guidance,
-                  benchmarks=("geneval", "fid"), name="recipe" if steps in (None, d.steps) else f"recipe@{steps}")
+                  benchmarks=tuple(benchmarks), name="recipe" if steps in (None, d.steps) else f"recipe@{steps}")
 
 
 @dataclass
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--prompts-per-tag", type=positive_int, default=12, help="held-out prompts per GenEval task")
     p.add_argument("--n-per-prompt", type=positive_int, default=4, help="GenEval images per prompt")
+    p.add_argument("--benchmarks", nargs="+", choices=("geneval", "fid"), default=["geneval", "fid"],
+                   help="held-out GenEval-world is always scored (the paired table reads it); FID-world is optional")
     p.add_argument("--runs", type=Path, default=Path("runs/levers"), help="checkpoints, images, per-benchmark records")
     p.add_argument("--results", type=Path, default=None, help="lever records (default <results>/world/levers)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
@@ -205,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     if not a.cell:
         raise ValueError("--cell: give at least one changed recipe, e.g. --cell lr=4e-3 (the default is the control)")
     cells = parse_cells(a.cell)
-    b = recipe_budget(a.steps, a.threads, a.fid_n, a.sample_steps, a.prompts_per_tag, a.n_per_prompt)
+    if "geneval" not in a.benchmarks:
+        raise ValueError("--benchmarks: must include geneval (the table pairs cells with the control on GenEval-world)")
+    b = recipe_budget(a.steps, a.threads, a.fid_n, a.sample_steps, a.prompts_per_tag, a.n_per_prompt,
+                      tuple(dict.fromkeys(a.benchmarks)))
     paths = Paths(a.runs, a.results or results_dir("world") / "levers")
     check_budget(paths, a.study, b)
     todo = jobs(a.study, cells, a.seeds)
