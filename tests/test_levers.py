@@ -65,7 +65,16 @@ def test_table_pairs_each_cell_with_the_control(tmp_path):
     assert row[1] == "3" and row[2] == "30.0"
     assert float(row[4].split()[0]) == pytest.approx(0.2, abs=0.03) and float(row[5]) < 0.05
     assert float(row[7].split()[0]) == pytest.approx(-9.7, abs=0.01)
-    assert "## lr" in text and "1900 steps x batch 16" in text
+    assert "## lr" in text and "1900 steps x batch 16" in text and "not paired" not in text
+    for seed in range(3):                       # a 64 px cell: its FID-world is another metric, never paired
+        rec = make_record("lever", f"lr-res64-s{seed}", {"study": "lr", "cell": "resolution=64", "seed": seed,
+                                                         "budget": b},
+                          {"fid_world64": score(50.0, None, 512, False, "FID")},
+                          {"units": {"geneval_overall": _units(0.3, rng)}, "train_wall_s": 3600.0}, ENV)
+        write_record(tmp_path / "world" / "levers" / "lr" / f"resolution=64-s{seed}.json", rec)
+    text = render(tmp_path)
+    row = [c.strip() for c in next(x for x in text.splitlines() if x.startswith("| resolution=64")).split("|")[1:-1]]
+    assert row[7] == "—" and "Δ FID not paired for resolution=64" in text
 
 
 def test_a_toy_study_runs_end_to_end(tmp_path):

@@ -14,6 +14,10 @@ from ablations.tables.ladder import _ci, _fid, _fmt, _vs_parent, hierarchical_ci
 CONTROL = "default"
 
 
+def _fid_key(rec: dict) -> str | None:
+    return next((k for k in rec["scores"] if k.startswith("fid")), None)
+
+
 def render(root: Path, allow_dirty: bool = False) -> str:
     folder = root / "world" / "levers"
     studies = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
@@ -40,7 +44,7 @@ def render(root: Path, allow_dirty: bool = False) -> str:
                   f"guidance {b['guidance']}.", "",
                   "| cell | seeds | train wall (min) | GenEval-world [95% CI] | Δ GenEval [95% CI] | p | FID-world [95% CI] "
                   "| Δ FID [95% CI] | p |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        control = cells.get(CONTROL, {})
+        control, unpaired = cells.get(CONTROL, {}), []
         for name in [CONTROL] + sorted(c for c in cells if c != CONTROL):
             seeds = cells.get(name, {})
             if not seeds:
@@ -58,11 +62,16 @@ def render(root: Path, allow_dirty: bool = False) -> str:
             else:
                 diff = list(_vs_parent(seeds, control))
                 shared = [s for s in sorted(set(seeds) & set(control)) if _fid(seeds[s]) is not None
-                          and _fid(control[s]) is not None]
+                          and _fid(control[s]) is not None and _fid_key(seeds[s]) == _fid_key(control[s])]
+                if any(_fid_key(seeds[s]) != _fid_key(control[s]) for s in set(seeds) & set(control)):
+                    unpaired.append(name)
                 fdiff = list(t_interval([_fid(seeds[s]) - _fid(control[s]) for s in shared])) if shared else [None] * 3
             mark = "*" if any(r["_dirty"] for r in seeds.values()) else ""
             lines.append(f"| {name}{mark} | {len(seeds)} | {wall} | {_ci(point, ci)} | {_ci(diff[0], diff[1], '+.3f')} | "
                          f"{_fmt(diff[2], '.3f')} | {_ci(fid, fci, '.1f')} | {_ci(fdiff[0], fdiff[1], '+.1f')} | "
                          f"{_fmt(fdiff[2], '.3f')} |")
+        if unpaired:
+            lines += ["", f"Δ FID not paired for {', '.join(unpaired)}: FID-world at another resolution than the "
+                          "control's (renders and Inception inputs differ), so the two FIDs are not comparable."]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
