@@ -84,3 +84,19 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
         bench.REGISTRY.get("snapgen-t2i"), "cpu", timing_init=True, dtype=getattr(torch, dtype)).parameters())
     assert 0 < value(saved, "fraction_of_matmul_peak_snapgen-t2i")
     assert rec["scores"] == saved["scores"]
+
+
+def test_harness_rate_is_not_shown_for_reused_images(tmp_path):
+    """A GenEval record whose images all came from the cache has a wall time of scoring only: the speed table
+    must not turn it into an images/s of the harness."""
+    from ablations.tables.speed import render
+    from snapgen.records import make_record, write_record
+
+    env = {"threads": 2, "git_commit": "abc", "versions": {}}
+    for name, generated in (("fresh", 176), ("cached", 0)):
+        rec = make_record("evaluation", name, {"benchmark": "geneval", "generator": {"checkpoint": "x"}}, {},
+                          {"wall_time_s": 88.0, "images": 176, "generation": {"generated": generated}}, env)
+        write_record(tmp_path / "geneval" / f"{name}.json", rec)
+    text = render(tmp_path)
+    assert "| `fresh.json` | 176 | 2 | 88 | 2.00 |" in text
+    assert "| `cached.json` | 176 | 2 | 88 | — (176 of 176 images reused from the cache) |" in text
