@@ -217,17 +217,38 @@ def _checkpoint_sha(evals: dict[str, Path]) -> str | None:
     return shas.pop() if len(shas) == 1 else None
 
 
+def quality_scores(evals: dict[str, Path]) -> dict[str, dict]:
+    """The scores a quality record keeps from its evaluation records: every GenEval score, DPG's overall, FID/KID."""
+    from snapgen.records import read_record
+
+    return {k: s for bench, path in evals.items() for k, s in read_record(path)["scores"].items()
+            if bench == "geneval" or k.endswith("overall_x100") or k.startswith(("fid", "kid"))}
+
+
+def run_sharded(todo: list, run_one, describe, dry_run: bool, budget: dict) -> int:
+    """This process's share of ``todo`` (job i -> rank i % WORLD_SIZE, so torchrun / accelerate launch split the
+    jobs): ``--dry-run`` prints them (``describe(job)`` -> dict), else ``run_one(job)`` -> record path, each
+    timed. Shared by the ladder and the lever studies."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    mine = [j for i, j in enumerate(todo) if i % world == rank]
+    if dry_run:
+        print(json.dumps({"budget": budget, "rank": rank, "world": world, "jobs": [describe(j) for j in mine]}, indent=2))
+        return 0
+    t0 = time.time()
+    for j in mine:
+        t = time.time()
+        path = run_one(j)
+        print(f"[{rank}/{world}] {j.name}: {'record ' + str(path) if path else 'trained'} ({time.time() - t:.0f} s)",
+              flush=True)
+    print(f"[{rank}/{world}] {len(mine)} job(s) in {time.time() - t0:.0f} s")
+    return 0
+
+
 def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     from snapgen.records import make_record, read_record
 
     twin = TWINS.get(job.twin)
-    scores, sources = {}, {}
-    for bench, path in evals.items():
-        rec = read_record(path)
-        sources[bench] = str(path)
-        for k, s in rec["scores"].items():
-            if bench == "geneval" or k.endswith("overall_x100") or k.startswith(("fid", "kid")):
-                scores[k] = s
+    scores, sources = quality_scores(evals), {bench: str(path) for bench, path in evals.items()}
     protocol = {"ladder": job.ladder, "twin": job.twin, "full_size": twin.paper["full_size"], "parent": twin.parent,
                 "config_hash": twin.config.hash, "seed": job.seed, "budget": asdict(b), "scale": SCALE,
                 "prompts": {"split": "heldout"} if job.ladder == "t2i" else
@@ -375,21 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         result = verify(Job(m.group(1), int(m.group(2)), a.ladder), Paths(Path("runs/ladder"), paths.results), a.runs)
         print(json.dumps(result, indent=2))
         return 0 if result["equal"] else 1
-    todo = jobs(a.ladder, a.seeds, a.variants)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    mine = [j for i, j in enumerate(todo) if i % world == rank]
-    if a.dry_run:
-        print(json.dumps({"budget": asdict(b), "rank": rank, "world": world, "jobs": [
-            {"job": j.name, "record": str(paths.record(j)), "done": paths.record(j).exists()} for j in mine]}, indent=2))
-        return 0
-    t0 = time.time()
-    for j in mine:
-        t = time.time()
-        path = run_job(j, b, paths)
-        print(f"[{rank}/{world}] {j.name}: {'record ' + str(path) if path else 'trained'} ({time.time() - t:.0f} s)",
-              flush=True)
-    print(f"[{rank}/{world}] {len(mine)} job(s) in {time.time() - t0:.0f} s")
-    return 0
+    return run_sharded(jobs(a.ladder, a.seeds, a.variants), lambda j: run_job(j, b, paths),
+                       lambda j: {"job": j.name, "record": str(paths.record(j)), "done": paths.record(j).exists()},
+                       a.dry_run, asdict(b))
 
 
 if __name__ == "__main__":

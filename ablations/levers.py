@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ablations.ladder import Budget, geneval_units, score, train_wall_s, _run
+from ablations.ladder import Budget, _run, geneval_units, quality_scores, run_sharded, score, train_wall_s
 from snapgen.cli import nonnegative_int, positive_int
 
 CONTROL = "default"
@@ -144,11 +142,7 @@ def train(j: LeverJob, b: Budget, paths: Paths) -> Path:
 def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     from snapgen.records import make_record, read_record
 
-    scores = {}
-    for bench, path in evals.items():
-        for k, s in read_record(path)["scores"].items():
-            if bench == "geneval" or k.startswith(("fid", "kid")):
-                scores[k] = s
+    scores = quality_scores(evals)
     protocol = {"study": j.study, "cell": j.cell, "overrides": list(j.overrides), "control": CONTROL, "seed": j.seed,
                 "budget": asdict(b), "prompts": {"split": "heldout"}}
     details = {"train_wall_s": train_wall_s(run), "run": str(run),
@@ -213,21 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                       tuple(dict.fromkeys(a.benchmarks)))
     paths = Paths(a.runs, a.results or results_dir("world") / "levers")
     check_budget(paths, a.study, b)
-    todo = jobs(a.study, cells, a.seeds)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    mine = [j for i, j in enumerate(todo) if i % world == rank]
-    if a.dry_run:
-        print(json.dumps({"budget": asdict(b), "rank": rank, "world": world, "jobs": [
-            {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
-             "done": paths.record(j).exists()} for j in mine]}, indent=2))
-        return 0
-    t0 = time.time()
-    for j in mine:
-        t = time.time()
-        path = run_job(j, b, paths)
-        print(f"[{rank}/{world}] {j.study}/{j.name}: record {path} ({time.time() - t:.0f} s)", flush=True)
-    print(f"[{rank}/{world}] {len(mine)} job(s) in {time.time() - t0:.0f} s")
-    return 0
+    return run_sharded(jobs(a.study, cells, a.seeds), lambda j: run_job(j, b, paths),
+                       lambda j: {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
+                                  "done": paths.record(j).exists()}, a.dry_run, asdict(b))
 
 
 if __name__ == "__main__":
