@@ -91,9 +91,10 @@ def cmd_bench(a) -> int:
     from ablations.bench import bench_path, bench_unet_vs_sdxl
     from snapgen.records import value
 
-    rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats, a.dtype, a.channels_last, a.threads)
+    rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats, a.dtype, a.channels_last, a.threads,
+                             a.split_depthwise)
     print(json.dumps({**{k: value(rec, k) for k in ("latency_ratio", "flops_ratio")},
-                      "path": str(bench_path(a.snapgen, a.latent, a.dtype, a.channels_last))}, indent=2))
+                      "path": str(bench_path(a.snapgen, a.latent, a.dtype, a.channels_last, a.split_depthwise))}, indent=2))
     return 0
 
 
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
     s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="weights and activations of both U-Nets (recorded, in the record's name)")
     s.add_argument("--channels-last", action="store_true", help="channels_last memory for both (recorded)")
+    s.add_argument("--split-depthwise", action="store_true",
+                   help="SnapGen's channel-multiplier depthwise convs run as plain ones (same weights; recorded)")
     s.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (recorded; "
                    "default: torch's current setting)")
     s.set_defaults(fn=cmd_bench)

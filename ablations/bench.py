@@ -29,8 +29,9 @@ PROTOCOL_KEYS = ("device", "latent", "resolution_px", "batch", "dtype", "threads
 
 
 def bench_path(snapgen: str = "snapgen-t2i", latent: int = 32, dtype: str = "float32",
-               channels_last: bool = False) -> Path:
-    tag = ("" if dtype == "float32" else f"_{dtype}") + ("_channels_last" if channels_last else "")
+               channels_last: bool = False, split_depthwise: bool = False) -> Path:
+    tag = (("" if dtype == "float32" else f"_{dtype}") + ("_channels_last" if channels_last else "")
+           + ("_split_depthwise" if split_depthwise else ""))
     return results_dir("bench") / f"unet_{snapgen}_vs_sdxl_latent{latent}{tag}.json"
 
 
@@ -69,11 +70,15 @@ def _cast(obj, dtype: torch.dtype, memory_format):
 
 
 def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5,
-                       dtype: str = "float32", channels_last: bool = False, threads: int | None = None) -> dict:
+                       dtype: str = "float32", channels_last: bool = False, threads: int | None = None,
+                       split_depthwise: bool = False) -> dict:
     """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(...)``). ``dtype``
     bfloat16 = bf16 weights and activations (both models); the 2048^3 matmul rate in the same dtype is measured
-    before and after, so each model's achieved GFLOP/s (FLOPs counted on meta, fp32 graph) reads against it."""
+    before and after, so each model's achieved GFLOP/s (FLOPs counted on meta, fp32 graph) reads against it.
+    ``split_depthwise``: SnapGen's channel-multiplier depthwise convs run as plain ones
+    (``snapgen.models.layers.set_split_depthwise``; same weights; SDXL has none)."""
     from snapgen.cost import matmul_peak_gflops
+    from snapgen.models.layers import set_split_depthwise
 
     prev = torch.get_num_threads()
     if threads is not None:
@@ -88,6 +93,8 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
         flops = [count_flops(m, *a, **k).total for m, (a, k) in zip(metas, fp32_inputs)]
         params = [count_params(m) for m in metas]
         models = [build_model(v, "cpu", timing_init=True, dtype=dt).to(memory_format=fmt) for v in variants]
+        if split_depthwise and not set_split_depthwise(models[0]):
+            raise ValueError(f"--split-depthwise: {snapgen} has no depthwise conv with a channel multiplier")
         inputs = [(_cast(a, dt, fmt), _cast(k, dt, fmt)) for a, k in fp32_inputs]
         times: list[list[float]] = [[], []]
         with torch.inference_mode():
@@ -109,10 +116,12 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
                     "threads": torch.get_num_threads(), "warmup": warmup, "repeats": repeats, "order": "interleaved"}
         if channels_last:
             protocol["channels_last"] = True
+        if split_depthwise:
+            protocol["split_depthwise"] = True
         rec = bench_envelope(snapgen, protocol, rows, environment("cpu"), peaks)
     finally:
         torch.set_num_threads(prev)
-    write_record(bench_path(snapgen, latent, dtype, channels_last), rec)
+    write_record(bench_path(snapgen, latent, dtype, channels_last, split_depthwise), rec)
     return rec
 
 

@@ -2,6 +2,7 @@
 
     python -m evals.bench_train                                  # tiny-world, 2 threads, fp32/bf16 x contiguous/channels_last
     python -m evals.bench_train --batch-sizes 16 32 --threads 1 --steps 20
+    python -m evals.bench_train --threads 1 --mixed-precision no --split-depthwise    # + the split-depthwise lever
 
 Each setting trains ``--steps`` optimizer steps of the real engine (``snapgen.train``) in a temporary folder,
 ``--rounds`` times, settings interleaved round by round so a load change on a shared machine hits them
@@ -23,7 +24,7 @@ from snapgen.paths import results_dir
 from snapgen.records import make_record, score, write_record
 
 
-def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, warmup: int) -> float:
+def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, steps: int, warmup: int) -> float:
     """Median seconds per optimizer step after warm-up (a fresh process per setting: accelerate's state,
     e.g. its mixed precision, is fixed once per process)."""
     import subprocess
@@ -31,13 +32,14 @@ def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, w
 
     with tempfile.TemporaryDirectory() as tmp:
         sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
-                f"channels_last={str(cl).lower()}", f"threads={threads}", "cpu=true", "log_every=1",
+                f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}", "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
         done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
                               capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"snapgen.train exited {done.returncode} for batch {batch}, {mp}, channels_last={cl}: "
+            raise RuntimeError(f"snapgen.train exited {done.returncode} for batch {batch}, {mp}, channels_last={cl}, "
+                               f"split_depthwise={split}: "
                                f"{last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
@@ -46,12 +48,18 @@ def _one(preset: str, batch: int, mp: str, cl: bool, threads: int, steps: int, w
 def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, wall_time_s: float | None,
                       environment: dict | None = None, created: str | None = None) -> dict:
     """Kind "benchmark": training images/s of every setting as scores (n = interleaved rounds)."""
-    scores = {f"train_images_per_s_b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}":
-              score(r["images_per_s"], None, rounds, True, "images/s") for r in rows}
+    scores = {f"train_images_per_s_{setting_key(r)}": score(r["images_per_s"], None, rounds, True, "images/s")
+              for r in rows}
     best = max(rows, key=lambda r: r["images_per_s"])
     rec = make_record("benchmark", name, {"benchmark": "train_throughput", **protocol}, scores,
                       {"rows": rows, "fastest": best, "wall_time_s": wall_time_s}, environment)
     return {**rec, "created": created} if created else rec
+
+
+def setting_key(r: dict) -> str:
+    """``b16_no_contig``, ``b16_bf16_cl``, ``b16_no_cl_split`` (split only where the row has it on)."""
+    return (f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}"
+            + ("_split" if r.get("split_depthwise") else ""))
 
 
 def migrate_v1(old: dict, path: Path) -> dict:
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny-world")
     p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[16])
+    p.add_argument("--mixed-precision", nargs="+", choices=("no", "bf16"), default=["no", "bf16"],
+                   help="autocast settings to time (no = fp32; the baseline is no + contiguous)")
+    p.add_argument("--split-depthwise", action="store_true",
+                   help="also time every setting with split_depthwise=true (snapgen.models.layers.set_split_depthwise)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--steps", type=positive_int, default=16)
     p.add_argument("--warmup", type=nonnegative_int, default=4)
@@ -96,23 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(a)                                   # before minutes of training, not after
     t0 = time.time()
-    settings = list(itertools.product(a.batch_sizes, ("no", "bf16"), (False, True)))
+    mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
+    settings = list(itertools.product(a.batch_sizes, mps, (False, True), (False, True) if a.split_depthwise else (False,)))
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:
             times[s].append(_one(a.preset, *s, a.threads, a.steps, a.warmup))
-            print(f"round {r}: batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} {times[s][-1] * 1000:.0f} ms/step",
-                  flush=True)
+            print(f"round {r}: batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} split_depthwise={s[3]!s:5s} "
+                  f"{times[s][-1] * 1000:.0f} ms/step", flush=True)
     rows = []
-    for (batch, mp, cl), ts in times.items():
+    for (batch, mp, cl, split), ts in times.items():
         med = statistics.median(ts)
-        rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "step_time_s": med,
-                     "step_time_rounds_s": ts, "images_per_s": batch / med})
-    base = next(r for r in rows if r["mixed_precision"] == "no" and not r["channels_last"])
+        rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "split_depthwise": split,
+                     "step_time_s": med, "step_time_rounds_s": ts, "images_per_s": batch / med})
     for r in rows:
         r["speedup_vs_fp32_contiguous_same_batch"] = next(
             b["step_time_s"] for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
-            and not b["channels_last"]) / r["step_time_s"]
+            and not b["channels_last"] and not b["split_depthwise"]) / r["step_time_s"]
     protocol = {"preset": a.preset, "threads": a.threads, "steps": a.steps, "warmup_steps": a.warmup,
                 "rounds": a.rounds, "timing": "median step time after warm-up, median over interleaved rounds",
                 "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     write_record(out, record)
     for r in rows:
         print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
-              f"{r['images_per_s']:6.1f} img/s  x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
+              f"split_depthwise={r['split_depthwise']!s:5s} {r['images_per_s']:6.1f} img/s  x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
     print(f"record: {out}")
     return 0
 

@@ -31,9 +31,11 @@ class Generator:
     inference = None                 # evals.inference.InferenceOptions of pipelines (None: not applicable)
 
     def set_inference(self, opts) -> None:
-        """Precision / memory format / compile (``evals.inference``); only pipeline generators support them."""
+        """Precision / memory format / compile / split depthwise (``evals.inference``); only pipeline generators
+        support them."""
         if not opts.is_default:
-            raise ValueError(f"--dtype/--channels-last/--compile: {self.name} is not a pipeline, they do not apply")
+            raise ValueError(f"--dtype/--channels-last/--compile/--split-depthwise: {self.name} is not a pipeline, "
+                             "they do not apply")
 
     def generate(self, prompts: list[str], seeds: list[int], metadata: list[dict] | None = None) -> list[Image.Image]:
         raise NotImplementedError

@@ -5,7 +5,9 @@
 
 ``dtype="bfloat16"`` runs the denoiser and the decoder under ``torch.autocast`` (weights stay float32; matmuls and
 convolutions run in bf16, reductions and norms in fp32); ``channels_last`` puts the denoiser and decoder weights in
-NHWC, so convolutions take the NHWC kernels; ``compile`` calls ``Module.compile()`` on them (first batch slow).
+NHWC, so convolutions take the NHWC kernels; ``compile`` calls ``Module.compile()`` on them (first batch slow);
+``split_depthwise`` runs the U-Net's depthwise convs with a channel multiplier as plain depthwise convs
+(``snapgen.models.layers.set_split_depthwise``: same weights, outputs to float rounding).
 The options are part of the generator's protocol, hence of the record and of the image cache key: a faster path
 never reuses or silently replaces fp32 images. ``tests/test_inference_options.py`` states the tolerances
 against fp32.
@@ -17,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from snapgen.models.layers import set_split_depthwise
+
 DTYPES = ("float32", "bfloat16")
 MODULES = ("unet", "transformer", "vae", "decoder")     # pipeline attributes the options apply to
 
@@ -26,6 +30,7 @@ class InferenceOptions:
     dtype: str = "float32"          # float32 | bfloat16 (autocast; weights stay float32)
     channels_last: bool = False     # NHWC weights and activations for the convolutional modules
     compile: bool = False           # Module.compile() of the denoiser and decoder
+    split_depthwise: bool = False   # the U-Net's channel-multiplier depthwise convs run as plain ones (same weights)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -36,7 +41,10 @@ class InferenceOptions:
         return self == InferenceOptions()
 
     def protocol(self) -> dict:
-        return {**asdict(self), "precision": "autocast" if self.dtype != "float32" else "full"}
+        d = asdict(self)
+        if not self.split_depthwise:            # absent when off: the protocols (image cache keys) of older runs stay
+            del d["split_depthwise"]
+        return {**d, "precision": "autocast" if self.dtype != "float32" else "full"}
 
     def autocast(self, device: str | torch.device = "cpu"):
         """The context every denoiser / decoder call of a generation runs in."""
@@ -54,6 +62,8 @@ def apply(pipe, opts: InferenceOptions) -> list[str]:
             continue
         if opts.channels_last:
             module.to(memory_format=torch.channels_last)
+        if opts.split_depthwise:
+            set_split_depthwise(module)
         if opts.compile:
             module.compile()
         names.append(name)

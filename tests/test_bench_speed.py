@@ -55,10 +55,12 @@ def test_unet_benchmark_record_paths():
     assert bench_path("snapgen-t2i", 32).name == "unet_snapgen-t2i_vs_sdxl_latent32.json"     # the fp32 record's
     assert bench_path("snapgen-t2i", 128, "bfloat16", True).name == \
         "unet_snapgen-t2i_vs_sdxl_latent128_bfloat16_channels_last.json"
+    assert bench_path("snapgen-t2i", 128, "float32", True, True).name == \
+        "unet_snapgen-t2i_vs_sdxl_latent128_channels_last_split_depthwise.json"
 
 
-@pytest.mark.parametrize("dtype,channels_last", [("bfloat16", True)])
-def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last):
+@pytest.mark.parametrize("dtype,channels_last,split", [("bfloat16", True, False), ("float32", False, True)])
+def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last, split):
     """`python -m ablations bench --dtype/--channels-last/--threads`, on small-width builds of two registry variants
     (the real ones need 10 GB): the record names its dtype and memory format, rates are FLOPs / median."""
     import ablations.bench as bench
@@ -70,13 +72,14 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
                         build_model(v, device, tiny_config(v.config), timing_init=timing_init, dtype=dtype))
     monkeypatch.setattr(bench, "example_inputs", lambda v, latent: example_inputs(v, latent, config=tiny_config(v.config)))
     rec = bench.bench_unet_vs_sdxl("snapgen-t2i", 8, warmup=1, repeats=2, dtype=dtype, channels_last=channels_last,
-                                   threads=1)
-    path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last)
+                                   threads=1, split_depthwise=split)
+    path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last, split)
     assert path.is_file() and path.parent == tmp_path / "bench"
     assert (dtype in path.name) == (dtype != "float32") and ("channels_last" in path.name) == channels_last
     saved = validate_record(read_record(path))
     assert saved["protocol"]["dtype"] == dtype and saved["protocol"]["threads"] == 1
     assert saved["protocol"].get("channels_last", False) == channels_last
+    assert saved["protocol"].get("split_depthwise", False) == split
     row = saved["details"]["rows"]["snapgen-t2i"]
     assert value(saved, "gflops_per_s_snapgen-t2i") == pytest.approx(row["flops"] / row["median_ms"] * 1e3 / 1e9)
     assert saved["details"]["matmul_reference"][0]["dtype"] == dtype

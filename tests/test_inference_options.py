@@ -4,7 +4,8 @@ generator protocol and the image cache key, refused where they do not apply.
 Tolerances (uint8 pixels of the shipped world-tiny, 8 prompts x 10 Euler steps, measured here at 1 thread):
 channels_last changes at most 1 level on a pixel (measured max 1, mean 1e-4); bf16 autocast has mean |diff|
 0.32 levels and 0.15% of pixels off by more than 8 levels (edges of shapes that flip colour). The tests allow
-max 2 / mean 0.01 for channels_last and mean 1.0 / 1% for bf16.
+max 2 / mean 0.01 for channels_last and mean 1.0 / 1% for bf16. split_depthwise (the U-Net's channel-multiplier
+depthwise convs run as plain ones) measured max 0 levels; it is held to the channels_last bound.
 """
 import numpy as np
 import pytest
@@ -37,6 +38,19 @@ def test_channels_last_matches_fp32(fp32):
     assert "inference" not in fp32[1]               # default runs keep their protocol and image folders
 
 
+def test_split_depthwise_matches_fp32_and_is_recorded(fp32):
+    from snapgen.models.layers import SeparableConv2d
+
+    gen = load_generator("world-tiny", steps=10, batch_size=8)
+    gen.set_inference(InferenceOptions(split_depthwise=True))
+    assert any(m.split_depthwise for m in gen.pipe.unet.modules() if isinstance(m, SeparableConv2d))
+    x = np.stack([np.asarray(i, dtype=np.int16) for i in gen.generate(PROMPTS, SEEDS)])
+    d = np.abs(x - fp32[0])
+    assert d.max() <= 2 and d.mean() <= 0.01
+    assert gen.protocol()["inference"]["split_depthwise"] is True
+    assert "split_depthwise" not in InferenceOptions(channels_last=True).protocol()   # older protocols keep their keys
+
+
 def test_bf16_autocast_is_close_to_fp32_and_recorded(fp32):
     x, proto = _images(InferenceOptions(dtype="bfloat16"))
     d = np.abs(x - fp32[0])
@@ -54,7 +68,7 @@ def test_options_change_the_image_cache_key(fp32):
 def test_options_refused_where_they_do_not_apply():
     gen = load_generator("world-oracle")
     gen.set_inference(InferenceOptions())           # the default is fine everywhere
-    with pytest.raises(ValueError, match="--dtype/--channels-last/--compile"):
+    with pytest.raises(ValueError, match="--dtype/--channels-last/--compile/--split-depthwise"):
         gen.set_inference(InferenceOptions(dtype="bfloat16"))
     with pytest.raises(ValueError, match="--dtype"):
         InferenceOptions(dtype="float16")

@@ -285,16 +285,21 @@ def test_flow_engine_matches_the_frozen_loop_bit_for_bit(tmp_path, caption_folde
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_channels_last_trains_to_the_same_weights_within_float_tolerance(tmp_path, caption_folder, micro_config):
+@pytest.mark.parametrize("lever", ["channels_last", "split_depthwise"])
+def test_speed_levers_train_to_the_same_weights_within_float_tolerance(tmp_path, caption_folder, micro_config, lever):
+    from snapgen.models.layers import SeparableConv2d
     from snapgen.training.engine import train_loop
     from snapgen.training.objectives.flow import RectifiedFlow
 
     weights = {}
     for flag in (False, True):
         cfg = TrainConfig(out=str(tmp_path / str(flag)), unet=micro_config, data=f"folder:{caption_folder}", steps=2,
-                          batch_size=2, log_every=1, threads=1, cpu=True, channels_last=flag)
+                          batch_size=2, log_every=1, threads=1, cpu=True, **{lever: flag})
         unet = train_loop(RectifiedFlow(cfg), cfg.loop, cfg.to_dict(), progress=False).modules["unet"]
-        assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last) == flag
+        if lever == "channels_last":
+            assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last) == flag
+        else:
+            assert {m.split_depthwise for m in unet.modules() if isinstance(m, SeparableConv2d)} == {flag}
         weights[flag] = unet.state_dict()
     assert all(torch.allclose(weights[False][k], weights[True][k], atol=1e-5) for k in weights[False])
 

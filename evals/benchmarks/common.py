@@ -38,6 +38,9 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
                         "recorded and part of the image cache key")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format for the denoiser and decoder")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser and decoder (slow first batch)")
+    g.add_argument("--split-depthwise", action="store_true",
+                   help="run the U-Net's channel-multiplier depthwise convs as plain ones (same weights; faster on CPU; "
+                        "recorded and part of the image cache key)")
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N prompts (smoke runs; recorded)")
     g.add_argument("--images-root", default=str(IMAGES), help="where generated images are cached (resumable; "
                    "default $SNAPGEN_CACHE/images)")
@@ -109,7 +112,8 @@ def split_protocol(gen_protocol: dict) -> tuple[dict, dict]:
 
 # generation options that do nothing when scoring existing --images (None / False = not given)
 GENERATION_ONLY = ("steps", "guidance", "resolution", "negative_prompt", "retrain_world")
-INFERENCE_OPTIONS = {"dtype": "float32", "channels_last": False, "compile": False}   # option -> its default
+INFERENCE_OPTIONS = {"dtype": "float32", "channels_last": False, "compile": False,   # option -> its default
+                     "split_depthwise": False}
 
 
 def refuse_generation_options(args) -> None:
@@ -154,13 +158,14 @@ def generator_from_args(args):
 
 
 def apply_inference_options(gen, args) -> None:
-    """``--dtype`` / ``--channels-last`` / ``--compile`` -> the generator (``evals.inference``)."""
+    """``--dtype`` / ``--channels-last`` / ``--compile`` / ``--split-depthwise`` -> the generator
+    (``evals.inference``)."""
     from evals.inference import InferenceOptions
 
     opts = InferenceOptions(getattr(args, "dtype", "float32") or "float32", bool(getattr(args, "channels_last", False)),
-                            bool(getattr(args, "compile", False)))
+                            bool(getattr(args, "compile", False)), bool(getattr(args, "split_depthwise", False)))
     if hasattr(gen, "set_inference"):
         gen.set_inference(opts)
     elif not opts.is_default:
-        raise ValueError(f"--dtype/--channels-last/--compile: {getattr(gen, 'name', gen)} is not a pipeline, "
-                         "they do not apply")
+        raise ValueError(f"--dtype/--channels-last/--compile/--split-depthwise: {getattr(gen, 'name', gen)} is not a "
+                         "pipeline, they do not apply")

@@ -38,12 +38,42 @@ class SeparableConv2d(nn.Module):
         self.depthwise = nn.Conv2d(cin, dw_out, 3, stride=stride, padding=1, groups=cin)
         self.expand = nn.Conv2d(cin, cin * expansion, 1) if expand_at == "pointwise" else None
         self.pointwise = nn.Conv2d(cin * expansion, cout, 1)
+        self.split_depthwise = False    # an implementation switch (``set_split_depthwise``), not part of the weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split_depthwise and self.expand is None and self.depthwise.out_channels > self.depthwise.in_channels:
+            return self._forward_split(x)
         h = self.depthwise(x)                                       # (N, e*C or C, H, W)
         if self.expand is not None:
             h = F.silu(self.expand(h))                              # (N, e*C, H, W)
         return self.pointwise(h)                                    # (N, C_out, H, W)
+
+    def _forward_split(self, x: torch.Tensor) -> torch.Tensor:
+        """The same weights and the same map as ``forward`` for a depthwise conv with channel multiplier e > 1, run
+        as e plain depthwise convs (C -> C) whose outputs are concatenated, with the pointwise weight's input columns
+        permuted to match. PyTorch's CPU kernels for a channel multiplier are several times slower than e plain
+        depthwise convs (forward and backward); outputs agree to float rounding (``tests/test_split_depthwise.py``).
+
+        Channel o = c*e + j of the multiplier conv reads input channel c with filter o; plain conv j computes those
+        for every c, so the concatenation holds original channel c*e + j at position j*C + c."""
+        dw, pw = self.depthwise, self.pointwise
+        e = dw.out_channels // dw.in_channels
+        h = torch.cat([F.conv2d(x, dw.weight[j::e], None if dw.bias is None else dw.bias[j::e], dw.stride,
+                                dw.padding, dw.dilation, dw.groups) for j in range(e)], dim=1)   # (N, e*C, H', W')
+        w = torch.cat([pw.weight[:, j::e] for j in range(e)], dim=1)                              # (C_out, e*C, 1, 1)
+        return F.conv2d(h, w, pw.bias)                                                            # (N, C_out, H', W')
+
+
+def set_split_depthwise(model: nn.Module, on: bool = True) -> int:
+    """Switch every ``SeparableConv2d`` of ``model`` to (or back from) the split-depthwise implementation (a speed
+    lever of training and inference on CPU: same parameters, same state dict). Returns the number of separable
+    convs whose depthwise conv has a channel multiplier, i.e. that the switch changes."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, SeparableConv2d):
+            m.split_depthwise = bool(on)
+            n += int(m.expand is None and m.depthwise.out_channels > m.depthwise.in_channels)
+    return n
 
 
 def conv3x3(cin: int, cout: int, kind: str, expansion: int = 1, stride: int = 1, expand_at: str = "depthwise"

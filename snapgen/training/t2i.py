@@ -58,6 +58,8 @@ class TrainConfig:
     threads: int | None = 2                 # torch CPU threads (None = torch default); the effective count is logged
     cpu: bool = False                       # force CPU even when CUDA exists
     channels_last: bool = False             # U-Net and its inputs in channels_last memory format (a speed lever)
+    split_depthwise: bool = False           # multiplier depthwise convs run split (a speed lever; same weights, outputs
+                                            # to float rounding: snapgen.models.layers.set_split_depthwise)
 
     def __post_init__(self):
         check_ranges(self)                  # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)

@@ -9,6 +9,7 @@ import torch
 
 from snapgen.distill import KDConfig
 from snapgen.ladd import LADDConfig
+from snapgen.models.layers import set_split_depthwise
 from snapgen.models.unet import SnapGenUNet
 from snapgen.training.objectives.t2i import TextToImage
 from snapgen.training.t2i import RESUME_KEYS, TrainConfig, build_denoiser, build_text, check_text_fits, unet_config
@@ -100,6 +101,8 @@ class Distillation(TextToImage):
         ema.load_state_dict(unet.state_dict())
         if self.cfg.channels_last:
             unet.to(memory_format=torch.channels_last)
+        if self.cfg.split_depthwise:
+            set_split_depthwise(unet)
         self.teacher = self.teacher if self.teacher is not None else load_teacher(self.cfg.teacher)
         return unet, ema
 

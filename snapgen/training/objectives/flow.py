@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from snapgen.flow import flow_loss, sample_timesteps
+from snapgen.models.layers import set_split_depthwise
 from snapgen.training.engine import Parts, StepOut
 from snapgen.training.objectives.t2i import TextToImage, text_modules
 from snapgen.training.t2i import build_denoiser, build_text, check_text_fits, unet_config
@@ -29,6 +30,8 @@ class RectifiedFlow(TextToImage):
             check_text_fits(self.text, ucfg)
         if self.cfg.channels_last:
             unet.to(memory_format=torch.channels_last)
+        if self.cfg.split_depthwise:
+            set_split_depthwise(unet)
         return Parts({"unet": unet, **text_modules(self.text)}, ema, "unet")
 
     def loss(self, net, batch: dict, g: torch.Generator, step: int) -> StepOut:
