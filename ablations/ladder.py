@@ -142,7 +142,10 @@ def _run(cmd: list[str], log: Path, threads: int) -> None:
         raise RuntimeError(f"`{' '.join(cmd[:4])} ...` exited {rc}; see {log}")
 
 
-def train(job: Job, b: Budget, paths: Paths) -> Path:
+def train(job: Job, b: Budget, paths: Paths, pinned: dict | None = None) -> Path:
+    """``python -m snapgen.train`` of the twin with the budget. ``pinned`` (a rerun: ``verify``): the recipe fields
+    a record was trained with, passed as a ``--config`` file so that a later change of TrainConfig's defaults does
+    not change the rerun; the budget's own fields still come from ``--set``."""
     from snapgen.io import atomic_write_text
 
     run = paths.run(job)
@@ -156,7 +159,13 @@ def train(job: Job, b: Budget, paths: Paths) -> Path:
     sets = [f"unet={cfg}", f"data={data}", f"steps={b.steps}", f"batch_size={b.batch_size}", f"lr={b.lr}",
             f"warmup={b.warmup}", f"seed={job.seed}", f"threads={b.threads}", f"sample_steps={b.sample_steps}",
             f"sample_guidance={b.guidance}", f"ckpt_every={max(1, b.steps // 4)}", "keep_ckpts=2", "cpu=true"]
-    _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", "--set", *sets],
+    pin = []
+    if pinned is not None:
+        pin_file = run / "pinned_recipe.json"
+        atomic_write_text(pin_file, json.dumps({k: v for k, v in pinned.items() if k != "unet"}, indent=2,
+                                               sort_keys=True))
+        pin = ["--config", str(pin_file)]
+    _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", *pin, "--set", *sets],
          run / "ladder.log", b.threads)
     return run
 
@@ -254,9 +263,12 @@ def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
                 "prompts": {"split": "heldout"} if job.ladder == "t2i" else
                 {"split": "in_distribution", "note": "class-conditional: the 40 training classes, fresh draws"}}
     units = {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])} if "geneval" in evals else {}
+    from snapgen.training.t2i import stored_recipe
+
+    stored = json.loads((run / "train_config.json").read_text())
     details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources, "units": units,
-               "checkpoint_sha256": _checkpoint_sha(evals),
-               "train_config": json.loads((run / "train_config.json").read_text()).get("unet_config")}
+               "checkpoint_sha256": _checkpoint_sha(evals), "train_config": stored.get("unet_config"),
+               "recipe": {k: v for k, v in stored_recipe(stored).items() if k != "unet"}}
     return make_record("ablation", job.name, protocol, scores, details)
 
 
@@ -286,8 +298,11 @@ def verify(job: Job, paths: Paths, scratch: Path) -> dict:
     if (scratch / job.ladder / job.name).resolve() == paths.run(job).resolve():
         raise ValueError(f"--runs {scratch}: the verification must train from scratch; pass another --runs folder "
                          "than the one the record was made in")
+    from snapgen.training.t2i import LEGACY_VALUES
+
     vpaths = Paths(scratch, scratch / "records")
-    run = train(job, b, vpaths)
+    # the recipe the record was trained with (records before it was stored: the values of fields added since)
+    run = train(job, b, vpaths, pinned=old["details"].get("recipe", LEGACY_VALUES))
     new = job_record(job, b, run, score(job, b, run, vpaths.images(job)))
     keys = sorted(set(old["scores"]) | set(new["scores"]))
     cmp = {k: {"record": (old["scores"].get(k) or {}).get("value"), "rerun": (new["scores"].get(k) or {}).get("value")}

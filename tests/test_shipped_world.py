@@ -7,9 +7,6 @@ import pytest
 from evals.generators import SHIPPED_WORLD, load_generator, verify_manifest
 
 
-ADDED_SINCE_SHIPPED = {"split_depthwise": False}
-
-
 def test_shipped_world_model_verifies_and_matches_the_recipe():
     manifest = verify_manifest(SHIPPED_WORLD)
     assert "pipeline/pipeline.json" in manifest["files"] and "log.jsonl" in manifest["files"]
@@ -19,8 +16,10 @@ def test_shipped_world_model_verifies_and_matches_the_recipe():
     from snapgen.train import TrainConfig
 
     recipe = TrainConfig().to_dict()                              # the training command's defaults ARE the recipe
+    from snapgen.training.t2i import LEGACY_VALUES
+
     # fields added to TrainConfig after the shipped run, at the value that reproduces the code it was trained with
-    shipped = {**ADDED_SINCE_SHIPPED, **manifest["train_config"]}
+    shipped = {**LEGACY_VALUES, **manifest["train_config"]}
     assert {k: shipped[k] for k in recipe if k not in ("out", "threads")} == \
         {k: v for k, v in recipe.items() if k not in ("out", "threads")}
     scores = json.loads((SHIPPED_WORLD / "heldout_scores.json").read_text())

@@ -102,6 +102,20 @@ class TrainConfig:
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
 RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "grad_accum", "seed", "vae")
 
+# Fields added to TrainConfig after runs were recorded, each with the value that reproduces the code those runs were
+# trained with: a stored config (a record, a shipped checkpoint) without the field meant this value, whatever the
+# field's default is today. A rerun of an old run passes these explicitly (``ablations ladder --verify``).
+LEGACY_VALUES: dict[str, object] = {"split_depthwise": False}
+
+
+def stored_recipe(train_config: dict) -> dict:
+    """The TrainConfig fields of a stored ``train_config.json`` (without its environment, U-Net config and output
+    folder), fields added since it was written filled with their ``LEGACY_VALUES``."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(TrainConfig)} - {"out"}
+    return {**LEGACY_VALUES, **{k: v for k, v in train_config.items() if k in names}}
+
 
 def vae_factor(vae: str | None) -> int:
     """Pixels per latent side of a local AutoencoderKL folder (1 without a VAE; 8 when its config is unreadable)."""
