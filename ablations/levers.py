@@ -144,7 +144,7 @@ def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dic
 
     scores = quality_scores(evals)
     protocol = {"study": j.study, "cell": j.cell, "overrides": list(j.overrides), "control": CONTROL, "seed": j.seed,
-                "budget": asdict(b), "prompts": {"split": "heldout"}}
+                "budget": asdict(b), "recipe_defaults": recipe_defaults(), "prompts": {"split": "heldout"}}
     details = {"train_wall_s": train_wall_s(run), "run": str(run),
                "eval_records": {k: str(v) for k, v in evals.items()},
                "units": {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])},
@@ -152,14 +152,29 @@ def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dic
     return make_record("lever", f"{j.study}-{j.name}", protocol, scores, details)
 
 
+def recipe_defaults() -> dict:
+    """TrainConfig's defaults (the recipe every cell starts from), as a record holds them."""
+    from snapgen.training.t2i import TrainConfig
+
+    return json.loads(json.dumps({k: v for k, v in TrainConfig().to_dict().items() if k != "out"}))
+
+
 def check_budget(paths: Paths, study: str, b: Budget) -> None:
-    """Every record of a study has one budget: refuse to add jobs paired against another budget's control."""
+    """Every record of a study has one budget and one recipe: refuse to add jobs paired against the control of another
+    budget, or of another recipe (TrainConfig's defaults changed since the study's first records)."""
     from snapgen.records import read_record
 
     folder = paths.results / study
     now = json.loads(json.dumps(asdict(b)))            # as a record holds it (tuples are lists)
+    recipe = recipe_defaults()
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        other = read_record(p)["protocol"]["budget"]
+        protocol = read_record(p)["protocol"]
+        other, other_recipe = protocol["budget"], protocol.get("recipe_defaults", recipe)
+        if other_recipe != recipe:
+            diff = sorted(k for k in set(other_recipe) | set(recipe) if other_recipe.get(k) != recipe.get(k))
+            raise ValueError(f"--study {study}: {p} was trained from another recipe (TrainConfig defaults differ in "
+                             f"{', '.join(diff)}); a cell is paired only with a control of the same recipe: start "
+                             "another --study name")
         if other != now:
             diff = {k: (other.get(k), v) for k, v in now.items() if other.get(k) != v}
             raise ValueError(f"--study {study}: {p} was run with another budget ({', '.join(f'{k}: {o} there, {n} now' for k, (o, n) in diff.items())}); "

@@ -40,6 +40,12 @@ def test_jobs_are_seed_major_and_budgets_do_not_mix(tmp_path, capsys):
     with pytest.raises(ValueError, match="another budget.*steps: 10 there, 20 now"):
         levers.main(args + ["--dry-run", "--steps", "20", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
                             "--prompts-per-tag", "1", "--n-per-prompt", "1"])
+    # the same budget, but the study's records were trained from other TrainConfig defaults: not paired either
+    rec["protocol"]["recipe_defaults"] = {**levers.recipe_defaults(), "split_depthwise": True}
+    write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
+    with pytest.raises(ValueError, match="another recipe.*split_depthwise"):
+        levers.main(args + ["--dry-run", "--steps", "10", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
+                            "--prompts-per-tag", "1", "--n-per-prompt", "1"])
 
 
 def _units(level, rng):
