@@ -162,8 +162,7 @@ def train(job: Job, b: Budget, paths: Paths, pinned: dict | None = None) -> Path
     pin = []
     if pinned is not None:
         pin_file = run / "pinned_recipe.json"
-        atomic_write_text(pin_file, json.dumps({k: v for k, v in pinned.items() if k != "unet"}, indent=2,
-                                               sort_keys=True))
+        atomic_write_text(pin_file, json.dumps(pinned, indent=2, sort_keys=True))   # --set unet= still names the twin
         pin = ["--config", str(pin_file)]
     _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", *pin, "--set", *sets],
          run / "ladder.log", b.threads)
@@ -255,6 +254,7 @@ def run_sharded(todo: list, run_one, describe, dry_run: bool, budget: dict) -> i
 
 def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
     from snapgen.records import make_record, read_record
+    from snapgen.training.t2i import stored_recipe
 
     twin = TWINS.get(job.twin)
     scores, sources = quality_scores(evals), {bench: str(path) for bench, path in evals.items()}
@@ -263,8 +263,6 @@ def job_record(job: Job, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
                 "prompts": {"split": "heldout"} if job.ladder == "t2i" else
                 {"split": "in_distribution", "note": "class-conditional: the 40 training classes, fresh draws"}}
     units = {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])} if "geneval" in evals else {}
-    from snapgen.training.t2i import stored_recipe
-
     stored = json.loads((run / "train_config.json").read_text())
     details = {"train_wall_s": train_wall_s(run), "run": str(run), "eval_records": sources, "units": units,
                "checkpoint_sha256": _checkpoint_sha(evals), "train_config": stored.get("unet_config"),

@@ -154,9 +154,9 @@ def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dic
 
 def recipe_defaults() -> dict:
     """TrainConfig's defaults (the recipe every cell starts from), as a record holds them."""
-    from snapgen.training.t2i import TrainConfig
+    from snapgen.training.t2i import TrainConfig, stored_recipe
 
-    return json.loads(json.dumps({k: v for k, v in TrainConfig().to_dict().items() if k != "out"}))
+    return json.loads(json.dumps(stored_recipe(TrainConfig().to_dict())))
 
 
 def check_budget(paths: Paths, study: str, b: Budget) -> None:

@@ -32,15 +32,15 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
 
     with tempfile.TemporaryDirectory() as tmp:
         sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
-                f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}", "cpu=true", "log_every=1",
+                f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
+                "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
         done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
                               capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"snapgen.train exited {done.returncode} for batch {batch}, {mp}, channels_last={cl}, "
-                               f"split_depthwise={split}: "
-                               f"{last}")
+                               f"split_depthwise={split}: {last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
 
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     check_args(a)                                   # before minutes of training, not after
     t0 = time.time()
     mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
-    settings = list(itertools.product(a.batch_sizes, mps, (False, True), (False, True) if a.split_depthwise else (False,)))
+    splits = (False, True) if a.split_depthwise else (False,)
+    settings = list(itertools.product(a.batch_sizes, mps, (False, True), splits))
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     write_record(out, record)
     for r in rows:
         print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
-              f"split_depthwise={r['split_depthwise']!s:5s} {r['images_per_s']:6.1f} img/s  x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
+              f"split_depthwise={r['split_depthwise']!s:5s} {r['images_per_s']:6.1f} img/s  "
+              f"x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
     print(f"record: {out}")
     return 0
 
