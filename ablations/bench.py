@@ -8,6 +8,8 @@ The record (kind "benchmark", ``results/bench/unet_<snapgen>_vs_sdxl_latent<late
     scores     latency_ratio / flops_ratio / params_ratio   SDXL / SnapGen (higher_is_better null, unit "x")
                cpu_ms_median_<res>px_<variant>              each model's median (n = repeats)
     details    rows: per model params, FLOPs at the latent size and every latency statistic
+               profile (``--profile``): per model, one extra forward under torch.profiler after the timed runs,
+               its self CPU time by kernel kind (``snapgen.cost.op_time_breakdown``); never part of a timing
 """
 from __future__ import annotations
 
@@ -71,13 +73,14 @@ def _cast(obj, dtype: torch.dtype, memory_format):
 
 def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5,
                        dtype: str = "float32", channels_last: bool = False, threads: int | None = None,
-                       split_depthwise: bool = False) -> dict:
+                       split_depthwise: bool = False, profile: bool = False) -> dict:
     """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(...)``). ``dtype``
     bfloat16 = bf16 weights and activations (both models); the 2048^3 matmul rate in the same dtype is measured
     before and after, so each model's achieved GFLOP/s (FLOPs counted on meta, fp32 graph) reads against it.
     ``split_depthwise``: SnapGen's channel-multiplier depthwise convs run as plain ones
-    (``snapgen.models.layers.set_split_depthwise``; same weights; SDXL has none)."""
-    from snapgen.cost import matmul_peak_gflops
+    (``snapgen.models.layers.set_split_depthwise``; same weights; SDXL has none). ``profile``: after the timed
+    runs, one more forward of each model under the profiler, its time by kernel kind in ``details.profile``."""
+    from snapgen.cost import matmul_peak_gflops, op_time_breakdown
     from snapgen.models.layers import set_split_depthwise
 
     prev = torch.get_num_threads()
@@ -90,11 +93,13 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
         variants = [REGISTRY.get(snapgen), REGISTRY.get(REFERENCE)]
         fp32_inputs = [example_inputs(v, latent=latent) for v in variants]
         metas = [build_model(v, "meta") for v in variants]        # counted on meta: no copy of a 10 GB model
+        if split_depthwise and not set_split_depthwise(metas[0]):  # before minutes of building the real ones
+            raise ValueError(f"--split-depthwise: {snapgen} has no depthwise conv with a channel multiplier")
         flops = [count_flops(m, *a, **k).total for m, (a, k) in zip(metas, fp32_inputs)]
         params = [count_params(m) for m in metas]
         models = [build_model(v, "cpu", timing_init=True, dtype=dt).to(memory_format=fmt) for v in variants]
-        if split_depthwise and not set_split_depthwise(models[0]):
-            raise ValueError(f"--split-depthwise: {snapgen} has no depthwise conv with a channel multiplier")
+        if split_depthwise:
+            set_split_depthwise(models[0])
         inputs = [(_cast(a, dt, fmt), _cast(k, dt, fmt)) for a, k in fp32_inputs]
         times: list[list[float]] = [[], []]
         with torch.inference_mode():
@@ -108,6 +113,8 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
                     m(*a, **k)
                     times[i].append(time.perf_counter() - t0)
             peaks.append(matmul_peak_gflops(dt))
+            breakdown = {v.name: op_time_breakdown(lambda m=m, a=a, k=k: m(*a, **k))
+                         for v, m, (a, k) in zip(variants, models, inputs)} if profile else None
         rows = {}
         for v, p, f, t in zip(variants, params, flops, times):
             st = summarize_times(t, warmup).to_dict()
@@ -119,6 +126,8 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
         if split_depthwise:
             protocol["split_depthwise"] = True
         rec = bench_envelope(snapgen, protocol, rows, environment("cpu"), peaks)
+        if breakdown:
+            rec["details"]["profile"] = breakdown
     finally:
         torch.set_num_threads(prev)
     write_record(bench_path(snapgen, latent, dtype, channels_last, split_depthwise), rec)

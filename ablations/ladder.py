@@ -299,8 +299,8 @@ def verify(job: Job, paths: Paths, scratch: Path) -> dict:
     from snapgen.training.t2i import LEGACY_VALUES
 
     vpaths = Paths(scratch, scratch / "records")
-    # the recipe the record was trained with (records before it was stored: the values of fields added since)
-    run = train(job, b, vpaths, pinned=old["details"].get("recipe", LEGACY_VALUES))
+    # the recipe the record was trained with; fields added to TrainConfig since: their LEGACY_VALUES
+    run = train(job, b, vpaths, pinned={**LEGACY_VALUES, **old["details"].get("recipe", {})})
     new = job_record(job, b, run, score(job, b, run, vpaths.images(job)))
     keys = sorted(set(old["scores"]) | set(new["scores"]))
     cmp = {k: {"record": (old["scores"].get(k) or {}).get("value"), "rerun": (new["scores"].get(k) or {}).get("value")}

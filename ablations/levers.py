@@ -126,17 +126,34 @@ def train(j: LeverJob, b: Budget, paths: Paths) -> Path:
     """``python -m snapgen.train`` with the recipe, the cell's overrides, the study's steps and the job's seed;
     warm-up and schedule scale with the steps only through the overrides (the recipe's warm-up is kept)."""
     run = paths.run(j)
-    if (run / "pipeline" / "pipeline.json").exists():
-        return run
     keys = {o.split("=", 1)[0] for o in j.overrides}
     base = [f"steps={b.steps}", f"threads={b.threads}", f"seed={j.seed}", "keep_ckpts=2", "cpu=true",
             f"ckpt_every={max(1, b.steps // 4)}"]
     if b.warmup > b.steps and "warmup" not in keys:
         base.append(f"warmup={b.steps}")
     sets = [s for s in base if s.split("=", 1)[0] not in keys] + list(j.overrides)
+    check_run_recipe(run, {s.split("=", 1)[0] for s in sets})
+    if (run / "pipeline" / "pipeline.json").exists():
+        return run
     _run([sys.executable, "-m", "snapgen.train", "--out", str(run), "--no-progress", "--set", *sets],
          run / "levers.log", b.threads)
     return run
+
+
+def check_run_recipe(run: Path, set_keys: set[str]) -> None:
+    """A run folder from an earlier session (finished, or to be resumed) must have been trained from today's
+    TrainConfig defaults in every field the study does not set, else its record would claim a recipe it was not
+    trained with (``recipe_defaults`` is written with the record)."""
+    from snapgen.training.t2i import stored_recipe
+
+    cfg = run / "train_config.json"
+    if not cfg.is_file():
+        return
+    saved, now = stored_recipe(json.loads(cfg.read_text())), recipe_defaults()
+    diff = sorted(k for k in now if k not in set_keys and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(f"{run} was trained from other TrainConfig defaults ({', '.join(diff)}); delete that folder "
+                         "to retrain it, or start another --study name")
 
 
 def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
@@ -167,9 +184,15 @@ def check_budget(paths: Paths, study: str, b: Budget) -> None:
     folder = paths.results / study
     now = json.loads(json.dumps(asdict(b)))            # as a record holds it (tuples are lists)
     recipe = recipe_defaults()
+    from snapgen.training.t2i import stored_recipe
+
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         protocol = read_record(p)["protocol"]
-        other, other_recipe = protocol["budget"], protocol.get("recipe_defaults", recipe)
+        if "recipe_defaults" not in protocol:
+            raise ValueError(f"--study {study}: {p} does not say which TrainConfig defaults it was trained from, so "
+                             "no new cell can be paired with it; start another --study name")
+        # fields added to TrainConfig since the record was written count with their LEGACY_VALUES
+        other, other_recipe = protocol["budget"], stored_recipe(protocol["recipe_defaults"])
         if other_recipe != recipe:
             diff = sorted(k for k in set(other_recipe) | set(recipe) if other_recipe.get(k) != recipe.get(k))
             raise ValueError(f"--study {study}: {p} was trained from another recipe (TrainConfig defaults differ in "

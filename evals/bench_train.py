@@ -89,6 +89,23 @@ def check_args(a) -> None:
     except (KeyError, ValueError) as e:
         raise ValueError(f"--preset {a.preset}: {e.args[0] if isinstance(e, KeyError) else e}") from None
     check_record_path(out_path(a), "--out")
+    out = out_path(a)
+    if a.out is None and out.is_file():              # the default name holds one grid of settings: never swap it
+        from snapgen.records import read_record
+
+        old = sorted((r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False))
+                     for r in read_record(out)["details"]["rows"])
+        if old != sorted(settings_of(a)):
+            raise ValueError(f"{out} holds another set of settings ({len(old)} rows; this run times "
+                             f"{len(settings_of(a))}); pass --out PATH for this grid, or the same --batch-sizes, "
+                             "--mixed-precision and --split-depthwise to re-measure that record")
+
+
+def settings_of(a) -> list[tuple]:
+    """(batch, mixed precision, channels_last, split_depthwise) of every timed setting, in timing order."""
+    mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
+    splits = (False, True) if a.split_depthwise else (False,)
+    return list(itertools.product(a.batch_sizes, mps, (False, True), splits))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_args(a)                                   # before minutes of training, not after
     t0 = time.time()
-    mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
-    splits = (False, True) if a.split_depthwise else (False,)
-    settings = list(itertools.product(a.batch_sizes, mps, (False, True), splits))
+    settings = settings_of(a)
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:

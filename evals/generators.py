@@ -260,9 +260,12 @@ def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, retrain: bool = False)
     pipe = run_dir / "pipeline"
     cfg = TrainConfig(out=str(run_dir))
     if (pipe / "pipeline.json").exists():
-        saved = json.loads((run_dir / "train_config.json").read_text())
-        saved = {k: v for k, v in saved.items() if k in cfg.to_dict()}
-        if saved != {**cfg.to_dict(), **{k: saved[k] for k in ("threads",) if k in saved}}:
+        from snapgen.training.t2i import stored_recipe
+
+        # fields added to TrainConfig since the run was trained count with their LEGACY_VALUES; threads may differ
+        saved = stored_recipe(json.loads((run_dir / "train_config.json").read_text()))
+        want = json.loads(json.dumps(stored_recipe(cfg.to_dict())))
+        if {**saved, "threads": None} != {**want, "threads": None}:
             raise ValueError(f"{run_dir} holds a world model trained with another recipe than the default; "
                              f"pass --ckpt {pipe} to use it, or delete {run_dir} to retrain with the default")
         return pipe

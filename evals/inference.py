@@ -55,7 +55,7 @@ class InferenceOptions:
 
 def apply(pipe, opts: InferenceOptions) -> list[str]:
     """Apply memory format and compile to the pipeline's denoiser and decoder in place; returns their names."""
-    names = []
+    names, split = [], 0
     for name in MODULES:
         module = getattr(pipe, name, None)
         if not isinstance(module, torch.nn.Module):
@@ -63,8 +63,11 @@ def apply(pipe, opts: InferenceOptions) -> list[str]:
         if opts.channels_last:
             module.to(memory_format=torch.channels_last)
         if opts.split_depthwise:
-            set_split_depthwise(module)
+            split += set_split_depthwise(module)
         if opts.compile:
             module.compile()
         names.append(name)
+    if opts.split_depthwise and not split:      # else the record would claim a lever that changed nothing
+        raise ValueError("--split-depthwise: this pipeline's denoiser has no depthwise conv with a channel multiplier "
+                         "(SnapGen's expansion x2 at the depthwise conv); leave the flag out for it")
     return names

@@ -202,3 +202,47 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat
     stats = time_fn(lambda: a @ b, warmup=1, repeats=repeats)
     return {"gflops_per_s": 2 * n ** 3 / (stats.median_ms / 1e3) / 1e9, "n": n, "dtype": str(dtype).split(".")[-1],
             "threads": torch.get_num_threads(), "median_ms": stats.median_ms, "times_ms": stats.times_ms}
+
+
+# Which kind of kernel an ATen op's *self* time is spent in (``op_time_breakdown``). A 1x1 convolution on CPU
+# runs as ``_slow_conv2d_forward``, which is one GEMM per image for a 1x1 kernel; every other convolution of
+# these models goes to oneDNN (``mkldnn_convolution``: SDXL's dense 3x3 convs and SnapGen's depthwise ones alike).
+OP_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "gemm": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_slow_conv2d_forward"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
+    "convolution": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"),
+    "normalisation": ("aten::native_group_norm", "aten::native_layer_norm", "aten::_fused_rms_norm",
+                      "aten::rms_norm"),
+}
+
+
+def op_category(name: str) -> str:
+    """``OP_CATEGORIES``' key of an ATen op; everything else (activations, adds, copies, cat, ...) is
+    ``"elementwise_and_memory"``."""
+    return next((k for k, ops in OP_CATEGORIES.items() if name in ops), "elementwise_and_memory")
+
+
+def op_time_breakdown(fn: Callable[[], Any], top: int = 12) -> dict:
+    """Run ``fn`` once under ``torch.profiler`` (CPU) and split its self CPU time by kernel kind
+    (``op_category``): where a model's time goes, e.g. how much of it is GEMM at all. The profiler adds overhead,
+    so use it on a separate call, never on a timed one. Returns ``{"total_ms", "categories": {kind: {"ms",
+    "share", "calls"}}, "top_ops": [{"op", "category", "ms", "calls"}, ...]}`` (self times, ms)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total_us = sum(e.self_cpu_time_total for e in events)
+    if total_us <= 0:
+        raise RuntimeError("op_time_breakdown: the profiler recorded no CPU time (did fn run any torch op?)")
+    cats: dict[str, dict] = {k: {"ms": 0.0, "share": 0.0, "calls": 0} for k in (*OP_CATEGORIES, "elementwise_and_memory")}
+    for e in events:
+        c = cats[op_category(e.key)]
+        c["ms"] += e.self_cpu_time_total / 1e3
+        c["calls"] += e.count
+    for c in cats.values():
+        c["share"] = c["ms"] * 1e3 / total_us
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return {"total_ms": total_us / 1e3, "categories": cats,
+            "top_ops": [{"op": e.key, "category": op_category(e.key), "ms": e.self_cpu_time_total / 1e3,
+                         "calls": e.count} for e in ranked]}

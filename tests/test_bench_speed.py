@@ -59,6 +59,24 @@ def test_unet_benchmark_record_paths():
         "unet_snapgen-t2i_vs_sdxl_latent128_channels_last_split_depthwise.json"
 
 
+def test_op_time_breakdown_splits_self_time_by_kernel_kind():
+    from snapgen.cost import op_category, op_time_breakdown
+
+    a, w = torch.randn(64, 64), torch.randn(64, 64)
+    x = torch.randn(1, 8, 16, 16)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    with torch.inference_mode():
+        r = op_time_breakdown(lambda: torch.nn.functional.gelu(conv(x)).sum() + (a @ w).sum(), top=3)
+    cats = r["categories"]
+    assert cats["gemm"]["calls"] >= 1 and cats["elementwise_and_memory"]["calls"] >= 2
+    assert sum(c["share"] for c in cats.values()) == pytest.approx(1.0)
+    assert sum(c["ms"] for c in cats.values()) == pytest.approx(r["total_ms"])
+    assert len(r["top_ops"]) == 3 and r["top_ops"][0]["ms"] >= r["top_ops"][-1]["ms"]
+    assert op_category("aten::_slow_conv2d_forward") == "gemm" and op_category("aten::gelu") == "elementwise_and_memory"
+    with pytest.raises(RuntimeError, match="no CPU time"):
+        op_time_breakdown(lambda: None)
+
+
 @pytest.mark.parametrize("dtype,channels_last,split", [("bfloat16", True, False), ("float32", False, True)])
 def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last, split):
     """`python -m ablations bench --dtype/--channels-last/--threads`, on small-width builds of two registry variants
@@ -72,7 +90,7 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
                         build_model(v, device, tiny_config(v.config), timing_init=timing_init, dtype=dtype))
     monkeypatch.setattr(bench, "example_inputs", lambda v, latent: example_inputs(v, latent, config=tiny_config(v.config)))
     rec = bench.bench_unet_vs_sdxl("snapgen-t2i", 8, warmup=1, repeats=2, dtype=dtype, channels_last=channels_last,
-                                   threads=1, split_depthwise=split)
+                                   threads=1, split_depthwise=split, profile=split)
     path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last, split)
     assert path.is_file() and path.parent == tmp_path / "bench"
     assert (dtype in path.name) == (dtype != "float32") and ("channels_last" in path.name) == channels_last
@@ -87,6 +105,13 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
         bench.REGISTRY.get("snapgen-t2i"), "cpu", timing_init=True, dtype=getattr(torch, dtype)).parameters())
     assert 0 < value(saved, "fraction_of_matmul_peak_snapgen-t2i")
     assert rec["scores"] == saved["scores"]
+    if split:                                                   # --profile: one profiled forward per model
+        prof = saved["details"]["profile"]
+        assert set(prof) == {"snapgen-t2i", "t2i-baseline"}
+        assert all(p["categories"]["gemm"]["calls"] > 0 and p["total_ms"] > 0 for p in prof.values())
+        assert prof["snapgen-t2i"]["categories"]["convolution"]["calls"] > 0       # the depthwise convs
+    else:
+        assert "profile" not in saved["details"]
 
 
 def test_harness_rate_is_not_shown_for_reused_images(tmp_path):
@@ -103,3 +128,22 @@ def test_harness_rate_is_not_shown_for_reused_images(tmp_path):
     text = render(tmp_path)
     assert "| `fresh.json` | 176 | 2 | 88 | 2.00 |" in text
     assert "| `cached.json` | 176 | 2 | 88 | — (176 of 176 images reused from the cache) |" in text
+
+
+def test_bench_train_never_swaps_the_grid_of_its_default_record(tmp_path, monkeypatch):
+    """The committed 1-thread record times 8 settings (with --split-depthwise); a run of the default 4-setting grid
+    under the same default name is refused before any training, naming --out; the same grid re-measures it."""
+    import shutil
+
+    from evals import bench_train
+    from snapgen.paths import REPO_ROOT
+
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    (tmp_path / "bench").mkdir()
+    shutil.copy(REPO_ROOT / "results/bench/train_throughput_tiny-world_t1.json", tmp_path / "bench")
+    monkeypatch.setattr(bench_train, "_one", lambda *a: pytest.fail("trained before refusing"))
+    with pytest.raises(ValueError, match="--out PATH"):
+        bench_train.main(["--threads", "1"])
+    monkeypatch.setattr(bench_train, "_one", lambda *a: 0.5)
+    assert bench_train.main(["--threads", "1", "--split-depthwise", "--steps", "3", "--warmup", "1"]) == 0
+    assert len(read_record(tmp_path / "bench/train_throughput_tiny-world_t1.json")["details"]["rows"]) == 8

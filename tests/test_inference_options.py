@@ -8,6 +8,7 @@ max 2 / mean 0.01 for channels_last and mean 1.0 / 1% for bf16. split_depthwise 
 depthwise convs run as plain ones) measured max 0 levels; it is held to the channels_last bound.
 """
 import numpy as np
+import torch
 import pytest
 
 from evals.generators import load_generator
@@ -44,6 +45,8 @@ def test_split_depthwise_matches_fp32_and_is_recorded(fp32):
     gen = load_generator("world-tiny", steps=10, batch_size=8)
     gen.set_inference(InferenceOptions(split_depthwise=True))
     assert any(m.split_depthwise for m in gen.pipe.unet.modules() if isinstance(m, SeparableConv2d))
+    assert sum(m.expand is None and m.depthwise.out_channels > m.depthwise.in_channels           # convs it changes
+               for m in gen.pipe.unet.modules() if isinstance(m, SeparableConv2d)) > 0
     x = np.stack([np.asarray(i, dtype=np.int16) for i in gen.generate(PROMPTS, SEEDS)])
     d = np.abs(x - fp32[0])
     assert d.max() <= 2 and d.mean() <= 0.01
@@ -72,3 +75,16 @@ def test_options_refused_where_they_do_not_apply():
         gen.set_inference(InferenceOptions(dtype="bfloat16"))
     with pytest.raises(ValueError, match="--dtype"):
         InferenceOptions(dtype="float16")
+
+
+def test_split_depthwise_on_a_model_without_multiplier_convs_is_refused():
+    """A pipeline whose denoiser has no channel-multiplier depthwise conv: the flag would change nothing and the
+    record would still claim it."""
+    import types
+
+    from evals.inference import apply
+
+    pipe = types.SimpleNamespace(unet=torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1)))
+    with pytest.raises(ValueError, match="--split-depthwise"):
+        apply(pipe, InferenceOptions(split_depthwise=True))
+    assert apply(pipe, InferenceOptions()) == ["unet"]

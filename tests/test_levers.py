@@ -37,6 +37,16 @@ def test_jobs_are_seed_major_and_budgets_do_not_mix(tmp_path, capsys):
     rec = make_record("lever", "lr-default-s0", {"study": "lr", "cell": "default", "seed": 0,
                                                  "budget": {**b.__dict__, "benchmarks": list(b.benchmarks)}}, {}, {}, ENV)
     write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
+    same = ["--dry-run", "--steps", "10", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
+            "--prompts-per-tag", "1", "--n-per-prompt", "1"]
+    with pytest.raises(ValueError, match="does not say which TrainConfig defaults"):     # cannot be paired safely
+        levers.main(args + same)
+    # written before split_depthwise existed: the field counts with its LEGACY_VALUES (False), so it still pairs
+    old_defaults = {k: v for k, v in levers.recipe_defaults().items() if k != "split_depthwise"}
+    rec["protocol"]["recipe_defaults"] = old_defaults
+    write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
+    assert levers.main(args + same) == 0
+    capsys.readouterr()
     with pytest.raises(ValueError, match="another budget.*steps: 10 there, 20 now"):
         levers.main(args + ["--dry-run", "--steps", "20", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
                             "--prompts-per-tag", "1", "--n-per-prompt", "1"])
@@ -100,3 +110,21 @@ def test_a_toy_study_runs_end_to_end(tmp_path):
     assert cell["protocol"]["prompts"]["split"] == "heldout" and "geneval_overall" in cell["scores"]
     assert cell["protocol"]["budget"]["benchmarks"] == ["geneval"]
     assert levers.main(args) == 0                                    # resumable: nothing left to do
+
+
+def test_a_run_trained_from_other_defaults_is_not_reused(tmp_path):
+    """A run folder left by an earlier session (finished or to be resumed) must match today's TrainConfig defaults in
+    every field the study does not set, or its record would claim a recipe it was not trained with."""
+    from snapgen.training.t2i import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    levers.check_run_recipe(run, set())                                 # nothing trained yet: fine
+    cfg = {**TrainConfig().to_dict(), "steps": 10, "seed": 3}
+    cfg.pop("split_depthwise")                                          # an older run: the legacy value applies
+    (run / "train_config.json").write_text(json.dumps(cfg))
+    levers.check_run_recipe(run, {"steps", "seed"})
+    (run / "train_config.json").write_text(json.dumps({**cfg, "lr": 1e-4}))
+    with pytest.raises(ValueError, match="other TrainConfig defaults \\(lr\\)"):
+        levers.check_run_recipe(run, {"steps", "seed"})
+    levers.check_run_recipe(run, {"steps", "seed", "lr"})               # a cell that sets lr itself

@@ -85,3 +85,20 @@ def test_refresh_manifest_adds_new_files_and_refuses_changed_ones(tmp_path):
     with pytest.raises(ValueError, match="does not match its sha256"):
         refresh_manifest(copy)                                                # a changed weight is never re-hashed
     assert "pipeline/extra/y.json" not in json.loads((copy / "manifest.json").read_text())["files"]
+
+
+def test_retrain_world_reuses_a_run_of_the_default_recipe_only(tmp_path):
+    """`--retrain-world` reuses runs/world-tiny when it was trained with the default recipe (another thread count, or
+    a run older than a field added to TrainConfig since, which counts with its LEGACY_VALUES), and refuses otherwise."""
+    from evals.generators import ensure_world_model
+    from snapgen.train import TrainConfig
+
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "pipeline.json").write_text("{}")
+    cfg = {**TrainConfig(out=str(tmp_path)).to_dict(), "threads": 1, "environment": {"threads": 1}}
+    cfg.pop("split_depthwise")
+    (tmp_path / "train_config.json").write_text(json.dumps(cfg))
+    assert ensure_world_model(tmp_path, retrain=True) == tmp_path / "pipeline"
+    (tmp_path / "train_config.json").write_text(json.dumps({**cfg, "split_depthwise": True}))
+    with pytest.raises(ValueError, match="another recipe than the default"):
+        ensure_world_model(tmp_path, retrain=True)
