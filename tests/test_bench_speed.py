@@ -110,6 +110,10 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
         assert set(prof) == {"snapgen-t2i", "t2i-baseline"}
         assert all(p["categories"]["gemm"]["calls"] > 0 and p["total_ms"] > 0 for p in prof.values())
         assert prof["snapgen-t2i"]["categories"]["convolution"]["calls"] > 0       # the depthwise convs
+        from ablations.tables.speed import render
+
+        text = render(tmp_path, allow_dirty=True)
+        assert "### Where the time goes" in text and f"| `{path.name}` | snapgen-t2i |" in text
     else:
         assert "profile" not in saved["details"]
 

@@ -56,6 +56,29 @@ def _unets(recs: dict[str, dict]) -> list[str]:
                    f"{rate[0]} | {rate[1]} | `{Path(path).name}` |")
     out += ["", "FLOPs counted on the meta device (fp32 graph, 2 x MACs); 'of peak' = achieved rate / the 2048^3 matmul "
             "rate measured in the same run, dtype and thread count (records before issue 18 have none).", ""]
+    return out + _profiles(recs)
+
+
+KINDS = ("gemm", "attention", "convolution", "normalisation", "elementwise_and_memory")
+
+
+def _profiles(recs: dict[str, dict]) -> list[str]:
+    """Where each U-Net's time goes, from records made with ``--profile`` (none: no section)."""
+    rows = [(path, r, name, prof) for path, r in sorted(recs.items()) for name, prof in
+            r["details"].get("profile", {}).items()]
+    if not rows:
+        return []
+    out = ["### Where the time goes (`python -m ablations bench ... --profile`)", "",
+           "| record | model | profiled ms | " + " | ".join(k.replace("_", " ") for k in KINDS) + " |",
+           "|---|---|---:|" + "---:|" * len(KINDS)]
+    for path, r, name, prof in rows:
+        cats = prof["categories"]
+        out.append(f"| `{Path(path).name}` | {name} | {prof['total_ms']:,.0f} | "
+                   + " | ".join(f"{cats[k]['share']:.0%}" for k in KINDS) + " |")
+    out += ["", "Share of self CPU time of one profiled forward (after the timed ones; the profiler adds overhead) by "
+            "kernel kind (`snapgen.cost.OP_CATEGORIES`; GEMM includes the 1x1 convolutions). Only the GEMM and "
+            "attention kernels can run near the matmul peak, so their share bounds how close to the peak the "
+            "model's achieved rate can come without changing its architecture.", ""]
     return out
 
 
