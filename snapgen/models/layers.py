@@ -55,10 +55,15 @@ class SeparableConv2d(nn.Module):
         depthwise convs (forward and backward); outputs agree to float rounding (``tests/test_split_depthwise.py``).
 
         Channel o = c*e + j of the multiplier conv reads input channel c with filter o; plain conv j computes those
-        for every c, so the concatenation holds original channel c*e + j at position j*C + c."""
+        for every c, so the concatenation holds original channel c*e + j at position j*C + c.
+
+        The filter slices are made contiguous (a copy of a few KB): ``torch.compile`` with inductor's ``freezing``
+        (its CPU inference mode, which prepacks conv weights) computed wrong outputs from the strided slices
+        ``w[j::e]`` (torch 2.14: errors of the outputs' own size; ``tests/test_split_depthwise.py``)."""
         dw, pw = self.depthwise, self.pointwise
         e = dw.out_channels // dw.in_channels
-        h = torch.cat([F.conv2d(x, dw.weight[j::e], None if dw.bias is None else dw.bias[j::e], dw.stride,
+        h = torch.cat([F.conv2d(x, dw.weight[j::e].contiguous(),
+                                None if dw.bias is None else dw.bias[j::e].contiguous(), dw.stride,
                                 dw.padding, dw.dilation, dw.groups) for j in range(e)], dim=1)   # (N, e*C, H', W')
         w = torch.cat([pw.weight[:, j::e] for j in range(e)], dim=1)                              # (C_out, e*C, 1, 1)
         return F.conv2d(h, w, pw.bias)                                                            # (N, C_out, H', W')
