@@ -92,13 +92,15 @@ def cmd_bench(a) -> int:
     from snapgen.records import value
 
     rec = bench_unet_vs_sdxl(a.snapgen, a.latent, a.warmup, a.repeats, a.dtype, a.channels_last, a.threads,
-                             a.split_depthwise, a.profile)
+                             a.split_depthwise, a.profile, a.compile)
     shares = {n: {k: round(c["share"], 3) for k, c in p["categories"].items()}
               for n, p in rec["details"].get("profile", {}).items()}
     out = {k: value(rec, k) for k in ("latency_ratio", "flops_ratio")}
     if shares:
         out["time_share"] = shares
-    out["path"] = str(bench_path(a.snapgen, a.latent, a.dtype, a.channels_last, a.split_depthwise))
+    if "compile" in rec["details"]:
+        out["compile"] = rec["details"]["compile"]
+    out["path"] = str(bench_path(a.snapgen, a.latent, a.dtype, a.channels_last, a.split_depthwise, a.compile))
     print(json.dumps(out, indent=2))
     return 0
 
@@ -147,6 +149,8 @@ def main(argv=None) -> int:
                    help="SnapGen's channel-multiplier depthwise convs run as plain ones (same weights; recorded)")
     s.add_argument("--profile", action="store_true", help="after timing, one profiled forward per model: its CPU "
                    "time by kernel kind (GEMM, attention, convolution, ...) in the record's details")
+    s.add_argument("--compile", action="store_true", help="both U-Nets through torch.compile (inductor, freezing); "
+                   "compilation timed apart, outputs checked against eager first (recorded; minutes per model)")
     s.add_argument("--threads", type=positive_int, default=None, help="torch threads while timing (recorded; "
                    "default: torch's current setting)")
     s.set_defaults(fn=cmd_bench)

@@ -13,6 +13,7 @@ The record (kind "benchmark", ``results/bench/unet_<snapgen>_vs_sdxl_latent<late
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -31,9 +32,9 @@ PROTOCOL_KEYS = ("device", "latent", "resolution_px", "batch", "dtype", "threads
 
 
 def bench_path(snapgen: str = "snapgen-t2i", latent: int = 32, dtype: str = "float32",
-               channels_last: bool = False, split_depthwise: bool = False) -> Path:
+               channels_last: bool = False, split_depthwise: bool = False, compile: bool = False) -> Path:
     tag = (("" if dtype == "float32" else f"_{dtype}") + ("_channels_last" if channels_last else "")
-           + ("_split_depthwise" if split_depthwise else ""))
+           + ("_split_depthwise" if split_depthwise else "") + ("_compiled" if compile else ""))
     return results_dir("bench") / f"unet_{snapgen}_vs_sdxl_latent{latent}{tag}.json"
 
 
@@ -73,13 +74,19 @@ def _cast(obj, dtype: torch.dtype, memory_format):
 
 def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: int = 1, repeats: int = 5,
                        dtype: str = "float32", channels_last: bool = False, threads: int | None = None,
-                       split_depthwise: bool = False, profile: bool = False) -> dict:
+                       split_depthwise: bool = False, profile: bool = False, compile: bool = False) -> dict:
     """Time both U-Nets interleaved; write and return the record (its path: ``bench_path(...)``). ``dtype``
     bfloat16 = bf16 weights and activations (both models); the 2048^3 matmul rate in the same dtype is measured
     before and after, so each model's achieved GFLOP/s (FLOPs counted on meta, fp32 graph) reads against it.
     ``split_depthwise``: SnapGen's channel-multiplier depthwise convs run as plain ones
     (``snapgen.models.layers.set_split_depthwise``; same weights; SDXL has none). ``profile``: after the timed
-    runs, one more forward of each model under the profiler, its time by kernel kind in ``details.profile``."""
+    runs, one more forward of each model under the profiler, its time by kernel kind in ``details.profile``.
+    ``compile``: both U-Nets through ``torch.compile`` (inductor) with ``freezing`` (inductor's CPU inference mode:
+    weights become constants, conv/linear weights prepacked for oneDNN, elementwise ops fused into C++ kernels; the
+    eager parameters are discarded to keep one copy of SDXL's 10 GB). Each model's first compiled call (compilation)
+    is timed apart as ``compile_s``, and its output is compared with the eager model's on the same input first
+    (``details.parity``): a compiled path that changes the function beyond ``COMPILE_PARITY_RTOL`` of the output's
+    scale is an error, not a record."""
     from snapgen.cost import matmul_peak_gflops, op_time_breakdown
     from snapgen.models.layers import set_split_depthwise
 
@@ -102,7 +109,10 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
             set_split_depthwise(models[0])
         inputs = [(_cast(a, dt, fmt), _cast(k, dt, fmt)) for a, k in fp32_inputs]
         times: list[list[float]] = [[], []]
-        with torch.inference_mode():
+        compiled = None
+        if compile:
+            models, compiled = compile_checked(models, inputs, [v.name for v in variants])
+        with torch.inference_mode(), _inductor_freezing(compile):
             peaks = [matmul_peak_gflops(dt)]
             for _ in range(warmup):
                 for m, (a, k) in zip(models, inputs):
@@ -125,13 +135,63 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
             protocol["channels_last"] = True
         if split_depthwise:
             protocol["split_depthwise"] = True
+        if compile:
+            protocol["compile"] = {"backend": "inductor", "freezing": True}
         rec = bench_envelope(snapgen, protocol, rows, environment("cpu"), peaks)
         if breakdown:
             rec["details"]["profile"] = breakdown
+        if compiled:
+            rec["details"]["compile"] = compiled
     finally:
         torch.set_num_threads(prev)
-    write_record(bench_path(snapgen, latent, dtype, channels_last, split_depthwise), rec)
+    write_record(bench_path(snapgen, latent, dtype, channels_last, split_depthwise, compile), rec)
     return rec
+
+
+# A compiled model's output may differ from the eager one's by float rounding (fused kernels sum in another order,
+# oneDNN's prepacked GEMMs block differently): at most this fraction of the eager output's largest magnitude.
+COMPILE_PARITY_RTOL = 1e-3
+
+
+@contextlib.contextmanager
+def _inductor_freezing(on: bool):
+    """inductor's ``freezing`` (+ discard the eager parameters) while ``on``; nothing otherwise."""
+    if not on:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True, freezing_discard_parameters=True):
+        yield
+
+
+def compile_checked(models: list, inputs: list, names: list[str]) -> tuple[list, dict]:
+    """``torch.compile`` each model with inductor freezing; its first call (the compilation) is timed, and its output
+    checked against the eager model's on the same input. Returns the compiled models and ``{name: {"compile_s",
+    "max_abs_diff", "eager_max_abs", "relative"}}``; raises ``RuntimeError`` when a compiled model's output is off by
+    more than ``COMPILE_PARITY_RTOL`` of the eager output's largest magnitude (a faster path must compute the
+    same function)."""
+    out, info = [], {}
+    for m, (a, k), name in zip(models, inputs, names):
+        with torch.inference_mode():
+            ref = m(*a, **k)
+            with _inductor_freezing(True):
+                cm = torch.compile(m)
+                t0 = time.perf_counter()
+                got = cm(*a, **k)
+                compile_s = time.perf_counter() - t0
+        diff = (got.float() - ref.float()).abs().max().item()
+        scale = ref.float().abs().max().item()
+        rel = diff / max(scale, 1e-12)
+        info[name] = {"compile_s": compile_s, "max_abs_diff": diff, "eager_max_abs": scale, "relative": rel}
+        if not rel <= COMPILE_PARITY_RTOL:
+            raise RuntimeError(f"--compile: the compiled {name} differs from the eager model by {diff:.3g} "
+                               f"({rel:.2%} of the output's largest magnitude {scale:.3g}; allowed "
+                               f"{COMPILE_PARITY_RTOL:.1%}); no record written. Compare module by module with "
+                               f"torch.compile to find the block, or run without --compile.")
+        out.append(cm)
+        del ref, got
+    return out, info
 
 
 def migrate_v1(old: dict, path: Path) -> dict:

@@ -208,9 +208,11 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat
 # runs as ``_slow_conv2d_forward``, which is one GEMM per image for a 1x1 kernel; every other convolution of
 # these models goes to oneDNN (``mkldnn_convolution``: SDXL's dense 3x3 convs and SnapGen's depthwise ones alike).
 OP_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "gemm": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_slow_conv2d_forward"),
+    "gemm": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::_slow_conv2d_forward",
+             "mkl::_mkl_linear", "mkldnn::_linear_pointwise"),                   # the last two: inductor freezing
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
-    "convolution": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"),
+    "convolution": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution",
+                    "mkldnn::_convolution_pointwise"),                          # inductor freezing (1x1 convs too)
     "normalisation": ("aten::native_group_norm", "aten::native_layer_norm", "aten::_fused_rms_norm",
                       "aten::rms_norm"),
 }

@@ -57,6 +57,8 @@ def test_unet_benchmark_record_paths():
         "unet_snapgen-t2i_vs_sdxl_latent128_bfloat16_channels_last.json"
     assert bench_path("snapgen-t2i", 128, "float32", True, True).name == \
         "unet_snapgen-t2i_vs_sdxl_latent128_channels_last_split_depthwise.json"
+    assert bench_path("snapgen-t2i", 128, "float32", True, True, True).name == \
+        "unet_snapgen-t2i_vs_sdxl_latent128_channels_last_split_depthwise_compiled.json"
 
 
 def test_op_time_breakdown_splits_self_time_by_kernel_kind():
@@ -77,8 +79,10 @@ def test_op_time_breakdown_splits_self_time_by_kernel_kind():
         op_time_breakdown(lambda: None)
 
 
-@pytest.mark.parametrize("dtype,channels_last,split", [("bfloat16", True, False), ("float32", False, True)])
-def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last, split):
+@pytest.mark.parametrize("dtype,channels_last,split,compile", [("bfloat16", True, False, False),
+                                                               ("float32", False, True, False),
+                                                               ("float32", True, True, True)])
+def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, channels_last, split, compile):
     """`python -m ablations bench --dtype/--channels-last/--threads`, on small-width builds of two registry variants
     (the real ones need 10 GB): the record names its dtype and memory format, rates are FLOPs / median."""
     import ablations.bench as bench
@@ -89,15 +93,23 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
     monkeypatch.setattr(bench, "build_model", lambda v, device, timing_init=False, dtype=None:
                         build_model(v, device, tiny_config(v.config), timing_init=timing_init, dtype=dtype))
     monkeypatch.setattr(bench, "example_inputs", lambda v, latent: example_inputs(v, latent, config=tiny_config(v.config)))
+    if compile:     # inductor compiles even these small U-Nets for minutes: compile_checked is tested on its own below
+        monkeypatch.setattr(bench, "compile_checked", lambda models, inputs, names: (models, {
+            n: {"compile_s": 1.0, "max_abs_diff": 0.0, "eager_max_abs": 1.0, "relative": 0.0} for n in names}))
     rec = bench.bench_unet_vs_sdxl("snapgen-t2i", 8, warmup=1, repeats=2, dtype=dtype, channels_last=channels_last,
-                                   threads=1, split_depthwise=split, profile=split)
-    path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last, split)
+                                   threads=1, split_depthwise=split, profile=split and not compile, compile=compile)
+    path = bench.bench_path("snapgen-t2i", 8, dtype, channels_last, split, compile)
     assert path.is_file() and path.parent == tmp_path / "bench"
     assert (dtype in path.name) == (dtype != "float32") and ("channels_last" in path.name) == channels_last
     saved = validate_record(read_record(path))
     assert saved["protocol"]["dtype"] == dtype and saved["protocol"]["threads"] == 1
     assert saved["protocol"].get("channels_last", False) == channels_last
     assert saved["protocol"].get("split_depthwise", False) == split
+    assert ("compiled" in path.name) == compile
+    if compile:                                                 # --compile: inductor with freezing, checked first
+        assert saved["protocol"]["compile"] == {"backend": "inductor", "freezing": True}
+        assert set(saved["details"]["compile"]) == {"snapgen-t2i", "t2i-baseline"}
+        assert all(c["relative"] <= bench.COMPILE_PARITY_RTOL for c in saved["details"]["compile"].values())
     row = saved["details"]["rows"]["snapgen-t2i"]
     assert value(saved, "gflops_per_s_snapgen-t2i") == pytest.approx(row["flops"] / row["median_ms"] * 1e3 / 1e9)
     assert saved["details"]["matmul_reference"][0]["dtype"] == dtype
@@ -105,7 +117,7 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
         bench.REGISTRY.get("snapgen-t2i"), "cpu", timing_init=True, dtype=getattr(torch, dtype)).parameters())
     assert 0 < value(saved, "fraction_of_matmul_peak_snapgen-t2i")
     assert rec["scores"] == saved["scores"]
-    if split:                                                   # --profile: one profiled forward per model
+    if split and not compile:                                   # --profile: one profiled forward per model
         prof = saved["details"]["profile"]
         assert set(prof) == {"snapgen-t2i", "t2i-baseline"}
         assert all(p["categories"]["gemm"]["calls"] > 0 and p["total_ms"] > 0 for p in prof.values())
@@ -151,3 +163,27 @@ def test_bench_train_never_swaps_the_grid_of_its_default_record(tmp_path, monkey
     monkeypatch.setattr(bench_train, "_one", lambda *a: 0.5)
     assert bench_train.main(["--threads", "1", "--split-depthwise", "--steps", "3", "--warmup", "1"]) == 0
     assert len(read_record(tmp_path / "bench/train_throughput_tiny-world_t1.json")["details"]["rows"]) == 8
+
+
+def test_compile_checked_compiles_with_freezing_and_times_compilation():
+    """`ablations bench --compile`: the compiled model (inductor, freezing) computes the eager function within
+    COMPILE_PARITY_RTOL of the output's scale; compilation is timed apart."""
+    from ablations.bench import COMPILE_PARITY_RTOL, compile_checked
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 4, 8, 8)
+    torch._dynamo.reset()
+    (cm,), info = compile_checked([m], [((x,), {})], ["net"])
+    torch._dynamo.reset()
+    assert info["net"]["compile_s"] > 0 and info["net"]["relative"] <= COMPILE_PARITY_RTOL
+    assert info["net"]["eager_max_abs"] > 0
+
+
+def test_compile_checked_refuses_a_compiled_path_that_changes_the_function(monkeypatch):
+    from ablations.bench import compile_checked
+
+    m = torch.nn.Linear(4, 4)
+    monkeypatch.setattr(torch, "compile", lambda mod: (lambda *a, **k: mod(*a, **k) + 1.0))
+    with pytest.raises(RuntimeError, match="--compile: the compiled net differs from the eager model"):
+        compile_checked([m], [((torch.randn(2, 4),), {})], ["net"])

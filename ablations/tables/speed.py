@@ -49,8 +49,9 @@ def _unets(recs: dict[str, dict]) -> list[str]:
         frac = [_v(r, f"fraction_of_matmul_peak_{n}") for n in (r["details"]["snapgen"], r["details"]["reference"])]
         rate = [f"{row['flops'] / row['median_ms'] / 1e6:.0f}" + (f" ({fr:.0%})" if fr is not None else "")
                 for row, fr in zip((s, x), frac)]
-        fmt = (", channels_last" if p.get("channels_last") else "") + (", split depthwise" if p.get("split_depthwise")
-                                                                      else "")
+        fmt = ((", channels_last" if p.get("channels_last") else "") + (", split depthwise" if p.get("split_depthwise")
+                                                                       else "")
+               + (", torch.compile (inductor, freezing)" if p.get("compile") else ""))
         out.append(f"| {p['resolution_px']} | {p['dtype']}{fmt}, {p['threads']} | {s['median_ms']:,.0f} | "
                    f"{x['median_ms']:,.0f} | **{_v(r, 'latency_ratio'):.2f}x** | {_v(r, 'flops_ratio'):.2f}x | "
                    f"{rate[0]} | {rate[1]} | `{Path(path).name}` |")
