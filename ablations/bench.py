@@ -14,6 +14,7 @@ The record (kind "benchmark", ``results/bench/unet_<snapgen>_vs_sdxl_latent<late
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,15 +83,16 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
     (``snapgen.models.layers.set_split_depthwise``; same weights; SDXL has none). ``profile``: after the timed
     runs, one more forward of each model under the profiler, its time by kernel kind in ``details.profile``.
     ``compile``: both U-Nets through ``torch.compile`` (inductor) with ``freezing`` (inductor's CPU inference mode:
-    weights become constants, conv/linear weights prepacked for oneDNN, elementwise ops fused into C++ kernels; the
-    eager parameters are discarded to keep one copy of SDXL's 10 GB). Each model's first compiled call (compilation)
+    weights become constants, conv/linear weights prepacked for oneDNN, elementwise ops fused into C++ kernels); the
+    eager weights are first moved to a temporary file and memory-mapped (``file_backed``) and discarded after
+    freezing, so SDXL's 10 GB are not held twice in memory. Each model's first compiled call (compilation)
     is timed apart as ``compile_s``, and its output is compared with the eager model's on the same input first
     (``details.parity``): a compiled path that changes the function beyond ``COMPILE_PARITY_RTOL`` of the output's
     scale is an error, not a record."""
     from snapgen.cost import matmul_peak_gflops, op_time_breakdown
     from snapgen.models.layers import set_split_depthwise
 
-    prev = torch.get_num_threads()
+    prev, spill = torch.get_num_threads(), None
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -110,7 +112,10 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
         inputs = [(_cast(a, dt, fmt), _cast(k, dt, fmt)) for a, k in fp32_inputs]
         times: list[list[float]] = [[], []]
         compiled = None
-        if compile:
+        if compile:     # freezing makes prepacked copies of every weight: the eager ones go to a file first (mmap)
+            spill = tempfile.TemporaryDirectory(prefix="snapgen-bench-")
+            for i, m in enumerate(models):
+                file_backed(m, Path(spill.name) / f"{i}.pt")
             models, compiled = compile_checked(models, inputs, [v.name for v in variants])
         with torch.inference_mode(), _inductor_freezing(compile):
             peaks = [matmul_peak_gflops(dt)]
@@ -136,7 +141,7 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
         if split_depthwise:
             protocol["split_depthwise"] = True
         if compile:
-            protocol["compile"] = {"backend": "inductor", "freezing": True}
+            protocol["compile"] = {"backend": "inductor", "freezing": True, "eager_weights": "mmap"}
         rec = bench_envelope(snapgen, protocol, rows, environment("cpu"), peaks)
         if breakdown:
             rec["details"]["profile"] = breakdown
@@ -144,6 +149,9 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
             rec["details"]["compile"] = compiled
     finally:
         torch.set_num_threads(prev)
+        if spill is not None:
+            models = None
+            spill.cleanup()
     write_record(bench_path(snapgen, latent, dtype, channels_last, split_depthwise, compile), rec)
     return rec
 
@@ -151,6 +159,15 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
 # A compiled model's output may differ from the eager one's by float rounding (fused kernels sum in another order,
 # oneDNN's prepacked GEMMs block differently): at most this fraction of the eager output's largest magnitude.
 COMPILE_PARITY_RTOL = 1e-3
+
+
+def file_backed(model: torch.nn.Module, path: Path) -> None:
+    """Move ``model``'s parameters and buffers (dtype and memory format kept) to a file, memory-mapped back in place:
+    their pages become file-backed, which the kernel can drop and reread, instead of anonymous memory. inductor's
+    freezing writes a prepacked copy of every weight, so SDXL (10 GB in fp32) would need 20 GB at once; on a
+    24 GiB machine that was killed for memory (measured), with file-backed eager weights it fits."""
+    torch.save(model.state_dict(), path)
+    model.load_state_dict(torch.load(path, mmap=True, weights_only=True), assign=True)
 
 
 @contextlib.contextmanager

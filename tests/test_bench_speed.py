@@ -107,7 +107,7 @@ def test_unet_benchmark_record_in_each_dtype(tmp_path, monkeypatch, dtype, chann
     assert saved["protocol"].get("split_depthwise", False) == split
     assert ("compiled" in path.name) == compile
     if compile:                                                 # --compile: inductor with freezing, checked first
-        assert saved["protocol"]["compile"] == {"backend": "inductor", "freezing": True}
+        assert saved["protocol"]["compile"] == {"backend": "inductor", "freezing": True, "eager_weights": "mmap"}
         assert set(saved["details"]["compile"]) == {"snapgen-t2i", "t2i-baseline"}
         assert all(c["relative"] <= bench.COMPILE_PARITY_RTOL for c in saved["details"]["compile"].values())
     row = saved["details"]["rows"]["snapgen-t2i"]
@@ -187,3 +187,25 @@ def test_compile_checked_refuses_a_compiled_path_that_changes_the_function(monke
     monkeypatch.setattr(torch, "compile", lambda mod: (lambda *a, **k: mod(*a, **k) + 1.0))
     with pytest.raises(RuntimeError, match="--compile: the compiled net differs from the eager model"):
         compile_checked([m], [((torch.randn(2, 4),), {})], ["net"])
+
+
+def test_file_backed_keeps_weights_dtype_and_memory_format(tmp_path):
+    """`--compile` first moves the eager weights to a memory-mapped file (freezing's prepacked copies would
+    otherwise hold SDXL twice): same values, dtype and strides; the module computes the same function."""
+    from ablations.bench import file_backed
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8)).to(torch.bfloat16)
+    m = m.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 9, 9, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    strides = {k: v.stride() for k, v in m.state_dict().items()}
+    with torch.inference_mode():
+        ref = m(x)
+    file_backed(m, tmp_path / "w.pt")
+    assert (tmp_path / "w.pt").stat().st_size > 0
+    for k, v in m.state_dict().items():
+        assert v.dtype == torch.bfloat16 and v.stride() == strides[k] and torch.equal(v, before[k]), k
+    assert isinstance(m[0].weight, torch.nn.Parameter)
+    with torch.inference_mode():
+        assert torch.equal(m(x), ref)
