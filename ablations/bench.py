@@ -182,6 +182,17 @@ def _inductor_freezing(on: bool):
         yield
 
 
+def _output_tensor(out) -> torch.Tensor:
+    """The prediction in a U-Net's output: a tensor, a diffusers output (``.sample``) or a tuple's first item."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "sample"):
+        return out.sample
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"--compile: cannot find the output tensor in a {type(out).__name__}")
+
+
 def compile_checked(models: list, inputs: list, names: list[str]) -> tuple[list, dict]:
     """``torch.compile`` each model with inductor freezing; its first call (the compilation) is timed, and its output
     checked against the eager model's on the same input. Returns the compiled models and ``{name: {"compile_s",
@@ -197,6 +208,7 @@ def compile_checked(models: list, inputs: list, names: list[str]) -> tuple[list,
                 t0 = time.perf_counter()
                 got = cm(*a, **k)
                 compile_s = time.perf_counter() - t0
+        ref, got = _output_tensor(ref), _output_tensor(got)
         diff = (got.float() - ref.float()).abs().max().item()
         scale = ref.float().abs().max().item()
         rel = diff / max(scale, 1e-12)

@@ -171,8 +171,18 @@ def test_compile_checked_compiles_with_freezing_and_times_compilation():
     from ablations.bench import COMPILE_PARITY_RTOL, compile_checked
 
     torch.manual_seed(0)
-    m = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 4, 1)).eval()
-    x = torch.randn(1, 4, 8, 8)
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    class Net(torch.nn.Module):         # returns what diffusers' UNet2DConditionModel returns (SDXL in the bench)
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GELU(),
+                                            torch.nn.Conv2d(8, 4, 1))
+
+        def forward(self, x):
+            return UNet2DConditionOutput(sample=self.body(x))
+
+    m, x = Net().eval(), torch.randn(1, 4, 8, 8)
     torch._dynamo.reset()
     (cm,), info = compile_checked([m], [((x,), {})], ["net"])
     torch._dynamo.reset()
