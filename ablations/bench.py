@@ -87,7 +87,7 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
     eager weights are first moved to a temporary file and memory-mapped (``file_backed``) and discarded after
     freezing, so SDXL's 10 GB are not held twice in memory. Each model's first compiled call (compilation)
     is timed apart as ``compile_s``, and its output is compared with the eager model's on the same input first
-    (``details.parity``): a compiled path that changes the function beyond ``COMPILE_PARITY_RTOL`` of the output's
+    (``details.compile``): a compiled path that changes the function beyond ``COMPILE_PARITY_RTOL`` of the output's
     scale is an error, not a record."""
     from snapgen.cost import matmul_peak_gflops, op_time_breakdown
     from snapgen.models.layers import set_split_depthwise
@@ -157,8 +157,9 @@ def bench_unet_vs_sdxl(snapgen: str = "snapgen-t2i", latent: int = 32, warmup: i
 
 
 # A compiled model's output may differ from the eager one's by float rounding (fused kernels sum in another order,
-# oneDNN's prepacked GEMMs block differently): at most this fraction of the eager output's largest magnitude.
-COMPILE_PARITY_RTOL = 1e-3
+# oneDNN's prepacked GEMMs block differently): at most this fraction of the eager output's largest magnitude, by the
+# output's dtype (bf16 keeps 8 bits of mantissa: its rounding alone is ~0.4% per op).
+COMPILE_PARITY_RTOL = {torch.float32: 1e-3, torch.bfloat16: 3e-2}
 
 
 def file_backed(model: torch.nn.Module, path: Path) -> None:
@@ -211,12 +212,13 @@ def compile_checked(models: list, inputs: list, names: list[str]) -> tuple[list,
         ref, got = _output_tensor(ref), _output_tensor(got)
         diff = (got.float() - ref.float()).abs().max().item()
         scale = ref.float().abs().max().item()
-        rel = diff / max(scale, 1e-12)
-        info[name] = {"compile_s": compile_s, "max_abs_diff": diff, "eager_max_abs": scale, "relative": rel}
-        if not rel <= COMPILE_PARITY_RTOL:
+        rel, tol = diff / max(scale, 1e-12), COMPILE_PARITY_RTOL.get(ref.dtype, 1e-3)
+        info[name] = {"compile_s": compile_s, "max_abs_diff": diff, "eager_max_abs": scale, "relative": rel,
+                      "allowed": tol}
+        if not rel <= tol:
             raise RuntimeError(f"--compile: the compiled {name} differs from the eager model by {diff:.3g} "
                                f"({rel:.2%} of the output's largest magnitude {scale:.3g}; allowed "
-                               f"{COMPILE_PARITY_RTOL:.1%}); no record written. Compare module by module with "
+                               f"{tol:.1%} in {ref.dtype}); no record written. Compare module by module with "
                                f"torch.compile to find the block, or run without --compile.")
         out.append(cm)
         del ref, got
