@@ -212,7 +212,8 @@ OP_CATEGORIES: dict[str, tuple[str, ...]] = {
              "mkl::_mkl_linear", "mkldnn::_linear_pointwise"),                   # the last two: inductor freezing
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"),
     "convolution": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution",
-                    "mkldnn::_convolution_pointwise"),                          # inductor freezing (1x1 convs too)
+                    "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_"),  # inductor freezing (1x1
+                                                                                  # convs too; _: fused in-place add)
     "normalisation": ("aten::native_group_norm", "aten::native_layer_norm", "aten::_fused_rms_norm",
                       "aten::rms_norm"),
 }

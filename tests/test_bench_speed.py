@@ -75,6 +75,8 @@ def test_op_time_breakdown_splits_self_time_by_kernel_kind():
     assert sum(c["ms"] for c in cats.values()) == pytest.approx(r["total_ms"])
     assert len(r["top_ops"]) == 3 and r["top_ops"][0]["ms"] >= r["top_ops"][-1]["ms"]
     assert op_category("aten::_slow_conv2d_forward") == "gemm" and op_category("aten::gelu") == "elementwise_and_memory"
+    assert op_category("mkl::_mkl_linear") == "gemm"                    # inductor freezing's kernels (--compile)
+    assert op_category("mkldnn::_convolution_pointwise") == op_category("mkldnn::_convolution_pointwise_") == "convolution"
     with pytest.raises(RuntimeError, match="no CPU time"):
         op_time_breakdown(lambda: None)
 
