@@ -233,16 +233,24 @@ def quality_scores(evals: dict[str, Path]) -> dict[str, dict]:
             if bench == "geneval" or k.endswith("overall_x100") or k.startswith(("fid", "kid"))}
 
 
-def run_sharded(todo: list, run_one, describe, dry_run: bool, budget: dict) -> int:
-    """This process's share of ``todo`` (job i -> rank i % WORLD_SIZE, so torchrun / accelerate launch split the
-    jobs): ``--dry-run`` prints them (``describe(job)`` -> dict), else ``run_one(job)`` -> record path, each
-    timed. Shared by the ladder and the lever studies."""
+def run_sharded(todo: list, run_one, describe, dry_run: bool, budget: dict, done=lambda job: False) -> int:
+    """This process's share of the jobs of ``todo`` not yet ``done(job)`` (pending job i -> rank i % WORLD_SIZE, so
+    torchrun / accelerate launch split the work; done jobs are skipped before sharding, so a resumed or extended
+    study keeps every process busy instead of leaving one rank the finished jobs): ``--dry-run`` prints them
+    (``describe(job)`` -> dict) and the done ones, else ``run_one(job)`` -> record path, each timed. Shared by the
+    ladder and the lever studies. Every rank must see the same records at start (torchrun starts them together)."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    mine = [j for i, j in enumerate(todo) if i % world == rank]
+    finished = [j for j in todo if done(j)]
+    pending = [j for j in todo if not done(j)]
+    mine = [j for i, j in enumerate(pending) if i % world == rank]
     if dry_run:
-        print(json.dumps({"budget": budget, "rank": rank, "world": world, "jobs": [describe(j) for j in mine]}, indent=2))
+        print(json.dumps({"budget": budget, "rank": rank, "world": world, "jobs": [describe(j) for j in mine],
+                          "done": [describe(j) for j in finished]}, indent=2))
         return 0
     t0 = time.time()
+    if finished:
+        print(f"[{rank}/{world}] {len(finished)} of {len(todo)} job(s) already have records; sharding the other "
+              f"{len(pending)}", flush=True)
     for j in mine:
         t = time.time()
         path = run_one(j)
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result["equal"] else 1
     return run_sharded(jobs(a.ladder, a.seeds, a.variants), lambda j: run_job(j, b, paths),
                        lambda j: {"job": j.name, "record": str(paths.record(j)), "done": paths.record(j).exists()},
-                       a.dry_run, asdict(b))
+                       a.dry_run, asdict(b), done=lambda j: paths.record(j).exists())
 
 
 if __name__ == "__main__":

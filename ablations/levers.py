@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     check_budget(paths, a.study, b)
     return run_sharded(jobs(a.study, cells, a.seeds), lambda j: run_job(j, b, paths),
                        lambda j: {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
-                                  "done": paths.record(j).exists()}, a.dry_run, asdict(b))
+                                  "done": paths.record(j).exists()}, a.dry_run, asdict(b),
+                       done=lambda j: paths.record(j).exists())
 
 
 if __name__ == "__main__":

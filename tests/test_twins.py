@@ -49,7 +49,7 @@ def test_ablations_ls_json_lists_variants_then_twins(capsys):
     assert len(twins) == len(TWINS.names()) and all("scale" in r and "full_size" in r for r in twins)
 
 
-def test_ladder_jobs_shard_by_rank_and_children_do_not_inherit_the_launcher(monkeypatch, capsys):
+def test_ladder_jobs_shard_by_rank_and_children_do_not_inherit_the_launcher(monkeypatch, capsys, tmp_path):
     from ablations.ladder import child_env, jobs
     from ablations.ladder import main as ladder_main
 
@@ -60,9 +60,18 @@ def test_ladder_jobs_shard_by_rank_and_children_do_not_inherit_the_launcher(monk
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_PORT", "29500")
-    assert ladder_main(["--dry-run", "--seeds", "0", "1", "2"]) == 0
+    assert ladder_main(["--dry-run", "--seeds", "0", "1", "2", "--results", str(tmp_path)]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [j["job"] for j in plan["jobs"]] == [j.name for j in all_jobs[1::2]]
+    assert [j["job"] for j in plan["jobs"]] == [j.name for j in all_jobs[1::2]] and plan["done"] == []
+    # jobs with records are skipped before sharding: with the first three done, rank 1 gets every other one of the
+    # rest (not a share that happens to hold the finished jobs, which left one process idle)
+    for j in all_jobs[:3]:
+        (tmp_path / "t2i").mkdir(exist_ok=True)
+        (tmp_path / "t2i" / f"{j.name}.json").write_text("{}")
+    assert ladder_main(["--dry-run", "--seeds", "0", "1", "2", "--results", str(tmp_path)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [j["job"] for j in plan["jobs"]] == [j.name for j in all_jobs[3:][1::2]]
+    assert [j["job"] for j in plan["done"]] == [j.name for j in all_jobs[:3]]
     env = child_env(1)
     assert "RANK" not in env and "MASTER_PORT" not in env and env["OMP_NUM_THREADS"] == "1"
     import pytest
