@@ -8,6 +8,7 @@
     python -m evals.run clip --ckpt PIPE --clip-weights ViT-L-14.pt --prompts captions.txt
     python -m evals.run latency --variant snapgen-t2i --target cpu
     python -m evals.run compare results/geneval/a.json results/geneval/b.json
+    python -m evals.run failures results/geneval/world-tiny-geneval.json   # why images fail, per task
 
 Every benchmark runs through the one evaluator of ``evals.api`` (also usable from Python: ``evals.evaluate``).
 """
@@ -20,6 +21,7 @@ import sys
 
 # commands that are not evaluations of a generator (module with NAME, HELP, add_arguments, run)
 COMMANDS = {
+    "failures": "evals.geneval.failures",
     "fid-ref": "evals.benchmarks.fid_ref",
     "latency": "evals.latency",
     "report": "evals.report",
