@@ -88,3 +88,46 @@ def test_split_depthwise_on_a_model_without_multiplier_convs_is_refused():
     with pytest.raises(ValueError, match="--split-depthwise"):
         apply(pipe, InferenceOptions(split_depthwise=True))
     assert apply(pipe, InferenceOptions()) == ["unet"]
+
+
+def _kernels(fn) -> set[str]:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+def test_compile_freezes_the_weights_and_is_recorded():
+    """--compile (harness and latency CLI): inductor with freezing, so under no_grad (every generation) the
+    convolutions run as oneDNN kernels on prepacked constant weights (``mkldnn::_convolution_pointwise``), which
+    plain ``Module.compile()`` does not do; same function to float rounding; the options are in the protocol."""
+    import types
+
+    from evals.inference import COMPILE_OPTIONS, apply
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 4, 3, padding=1))
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        ref = net(x)
+        eager_ops = _kernels(lambda: net(x))
+        torch._dynamo.reset()
+        pipe = types.SimpleNamespace(unet=net)
+        assert apply(pipe, InferenceOptions(compile=True)) == ["unet"]
+        out = pipe.unet(x)                                  # compiles
+        compiled_ops = _kernels(lambda: pipe.unet(x))
+        torch._dynamo.reset()
+    assert "mkldnn::_convolution_pointwise" in compiled_ops and "mkldnn::_convolution_pointwise" not in eager_ops
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    proto = InferenceOptions(compile=True).protocol()
+    assert proto["compile"] is True and proto["compile_options"] == {"backend": "inductor", **COMPILE_OPTIONS}
+    assert "compile_options" not in InferenceOptions().protocol()
+
+
+def test_latency_compile_uses_the_same_options():
+    from evals.inference import COMPILE_OPTIONS
+    from evals.latency.records import settings_protocol
+    from evals.latency.settings import LatencySettings
+
+    assert settings_protocol(LatencySettings(compile=True))["compile_options"] == {"backend": "inductor",
+                                                                                   **COMPILE_OPTIONS}
+    assert "compile_options" not in settings_protocol(LatencySettings())

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's own choice; recorded in the protocol)")
     p.add_argument("--warmup", type=positive_int, default=2, help="untimed calls (>= 1; the first is reported apart)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed calls (median and p90 reported)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the U-Net and decoder")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the U-Net and decoder (inductor with freezing: evals.inference.compile_frozen)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the U-Net, the decoder and "
                    "their 4-D inputs (recorded; the record file name gets _cl)")
     p.add_argument("--decoder", choices=("auto", "tiny", "sd3_vae", "sdxl_vae", "none"), default="auto",

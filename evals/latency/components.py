@@ -73,7 +73,11 @@ def _prepare(module, device, dtype, compile_: bool, channels_last: bool = False)
     module = module.to(device=device, dtype=dtype).eval()
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return torch.compile(module) if compile_ else module
+    if not compile_:
+        return module
+    from evals.inference import compile_frozen      # inductor freezing: measure() runs under inference_mode
+
+    return compile_frozen(module)
 
 
 def _nhwc(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

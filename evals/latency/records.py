@@ -53,6 +53,10 @@ def timing_protocol(settings: dict[str, Any]) -> str:
 def settings_protocol(s: LatencySettings) -> dict[str, Any]:
     """The protocol block of a record: the settings, the derived latent and U-Net batch, the timing text."""
     out = {"benchmark": LATENCY_BENCHMARK, **asdict(s), "latent": s.latent, "unet_batch": s.unet_batch}
+    if s.compile:
+        from evals.inference import COMPILE_OPTIONS
+
+        out["compile_options"] = {"backend": "inductor", **COMPILE_OPTIONS}
     return {**out, "timing": timing_protocol(out)}
 
 
