@@ -27,6 +27,7 @@ DTYPES = ("float32", "bfloat16")
 # inductor config of every compiled inference path (harness and latency CLI). freezing applies only where the compiled
 # module runs without autograd (generation: no_grad; latency: inference_mode), and assumes the weights never change.
 COMPILE_OPTIONS = {"freezing": True}
+COMPILE_PROTOCOL = {"backend": "inductor", **COMPILE_OPTIONS}     # what a record of a compiled path states
 MODULES = ("unet", "transformer", "vae", "decoder")     # pipeline attributes the options apply to
 
 
@@ -50,7 +51,7 @@ class InferenceOptions:
         if not self.split_depthwise:            # absent when off: the protocols (image cache keys) of older runs stay
             del d["split_depthwise"]
         if self.compile:                        # absent when off, for the same reason
-            d["compile_options"] = {"backend": "inductor", **COMPILE_OPTIONS}
+            d["compile_options"] = dict(COMPILE_PROTOCOL)
         return {**d, "precision": "autocast" if self.dtype != "float32" else "full"}
 
     def autocast(self, device: str | torch.device = "cpu"):

@@ -68,10 +68,9 @@ def test_cli_on_committed_records(capsys):
     out = json.loads(capsys.readouterr().out)
     o, t = out[str(oracle)], out[str(tiny)]
     assert all(c["correct"] == sum(c.values()) for c in o.values())
-    n = json.loads(tiny.read_text())["scores"]["geneval_images_correct"]["n"]
-    assert sum(sum(c.values()) for c in t.values()) == n == 176
-    assert sum(c["correct"] for c in t.values()) == round(json.loads(tiny.read_text())["scores"]
-                                                         ["geneval_images_correct"]["value"] * n)
+    images = json.loads(tiny.read_text())["scores"]["geneval_images_correct"]
+    assert sum(sum(c.values()) for c in t.values()) == images["n"] == 176
+    assert sum(c["correct"] for c in t.values()) == round(images["value"] * images["n"])
     assert main(["failures", str(tiny)]) == 0
     assert "| **all** | 176 |" in capsys.readouterr().out
 

@@ -102,7 +102,7 @@ def test_compile_freezes_the_weights_and_is_recorded():
     plain ``Module.compile()`` does not do; same function to float rounding; the options are in the protocol."""
     import types
 
-    from evals.inference import COMPILE_OPTIONS, apply
+    from evals.inference import COMPILE_PROTOCOL, apply
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.GELU(), torch.nn.Conv2d(8, 4, 3, padding=1))
@@ -119,15 +119,15 @@ def test_compile_freezes_the_weights_and_is_recorded():
     assert "mkldnn::_convolution_pointwise" in compiled_ops and "mkldnn::_convolution_pointwise" not in eager_ops
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     proto = InferenceOptions(compile=True).protocol()
-    assert proto["compile"] is True and proto["compile_options"] == {"backend": "inductor", **COMPILE_OPTIONS}
+    assert proto["compile"] is True and proto["compile_options"] == COMPILE_PROTOCOL == {"backend": "inductor",
+                                                                                          "freezing": True}
     assert "compile_options" not in InferenceOptions().protocol()
 
 
 def test_latency_compile_uses_the_same_options():
-    from evals.inference import COMPILE_OPTIONS
+    from evals.inference import COMPILE_PROTOCOL
     from evals.latency.records import settings_protocol
     from evals.latency.settings import LatencySettings
 
-    assert settings_protocol(LatencySettings(compile=True))["compile_options"] == {"backend": "inductor",
-                                                                                   **COMPILE_OPTIONS}
+    assert settings_protocol(LatencySettings(compile=True))["compile_options"] == COMPILE_PROTOCOL
     assert "compile_options" not in settings_protocol(LatencySettings())

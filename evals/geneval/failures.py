@@ -28,7 +28,7 @@ NAME = "failures"
 HELP = "per GenEval task, how many images fail by a missing object, a wrong count, colour or position"
 
 KINDS = ("correct", "missing", "too_few", "too_many", "wrong_color", "wrong_position")
-_COUNT = re.compile(r"^expected (?P<cls>.+)>=(?P<n>\d+), found (?P<k>\d+)$")
+_COUNT = re.compile(r"^expected .+>=\d+, found (?P<k>\d+)$")
 _EXCLUDE = re.compile(r"^expected .+<\d+, found \d+$")
 _COLOR = re.compile(r"^expected .+>=\d+, found \d+ \S+; and ")
 _POSITION = re.compile(r"^(expected .+ target, found .* target|no target for .+ to be .+)$")

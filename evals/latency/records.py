@@ -54,9 +54,9 @@ def settings_protocol(s: LatencySettings) -> dict[str, Any]:
     """The protocol block of a record: the settings, the derived latent and U-Net batch, the timing text."""
     out = {"benchmark": LATENCY_BENCHMARK, **asdict(s), "latent": s.latent, "unet_batch": s.unet_batch}
     if s.compile:
-        from evals.inference import COMPILE_OPTIONS
+        from evals.inference import COMPILE_PROTOCOL
 
-        out["compile_options"] = {"backend": "inductor", **COMPILE_OPTIONS}
+        out["compile_options"] = dict(COMPILE_PROTOCOL)
     return {**out, "timing": timing_protocol(out)}
 
 
