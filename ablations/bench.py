@@ -179,9 +179,7 @@ def _inductor_freezing(on: bool):
         return
     import torch._inductor.config as inductor_config
 
-    from evals.inference import COMPILE_OPTIONS     # the harness's compiled paths freeze the same way
-
-    with inductor_config.patch({**COMPILE_OPTIONS, "freezing_discard_parameters": True}):
+    with inductor_config.patch(freezing=True, freezing_discard_parameters=True):
         yield
 
 
