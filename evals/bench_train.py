@@ -3,11 +3,16 @@
     python -m evals.bench_train                                  # tiny-world, 2 threads, fp32/bf16 x contiguous/channels_last
     python -m evals.bench_train --batch-sizes 16 32 --threads 1 --steps 20
     python -m evals.bench_train --threads 1 --mixed-precision no --split-depthwise    # + the split-depthwise lever
+    python -m evals.bench_train --launch 1x2 2x1 --mixed-precision no --split-depthwise  # 2 cores: 1 process x 2
+                                                 # threads vs 2 torchrun ranks x 1 thread (gloo DDP, global batch 2x)
 
 Each setting trains ``--steps`` optimizer steps of the real engine (``snapgen.train``) in a temporary folder,
 ``--rounds`` times, settings interleaved round by round so a load change on a shared machine hits them
 all alike; the throughput of a setting is the median over its rounds of the median step time after
-``--warmup`` steps. Writes ``results/bench/train_throughput_<preset>_t<threads>.json``.
+``--warmup`` steps. Writes ``results/bench/train_throughput_<preset>_t<threads>.json``, or with ``--launch``
+``train_throughput_<preset>_launch_<PxT-...>.json``. A launch ``PxT`` runs ``P`` processes of ``T`` threads each
+(``P`` > 1 under ``torch.distributed.run`` on gloo, as ``torchrun --nproc_per_node P -m snapgen.train`` does); its
+images/s counts every rank's images (``P`` x batch per step), so layouts of the same cores compare directly.
 """
 from __future__ import annotations
 
@@ -24,9 +29,20 @@ from snapgen.paths import results_dir
 from snapgen.records import make_record, score, write_record
 
 
-def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, steps: int, warmup: int) -> float:
+def parse_launch(text: str) -> tuple[int, int]:
+    """``"2x1"`` -> (2 processes, 1 thread each)."""
+    p, sep, t = text.lower().partition("x")
+    if not sep or not p.isdigit() or not t.isdigit() or int(p) < 1 or int(t) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PROCESSESxTHREADS with both >= 1, e.g. 1x2 or 2x1")
+    return int(p), int(t)
+
+
+def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, steps: int, warmup: int,
+         processes: int = 1) -> float:
     """Median seconds per optimizer step after warm-up (a fresh process per setting: accelerate's state,
-    e.g. its mixed precision, is fixed once per process)."""
+    e.g. its mixed precision, is fixed once per process). ``processes`` > 1 launches that many gloo ranks with
+    ``torch.distributed.run`` (rank 0 writes the log; every rank runs the same step)."""
+    import os
     import subprocess
     import sys
 
@@ -35,14 +51,25 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
                 f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
                 "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
-        done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
-                              capture_output=True, text=True)
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                     "--master_port", str(_free_port())] if processes > 1 else [sys.executable])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        done = subprocess.run([*launcher, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
+                              capture_output=True, text=True, env=env)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"snapgen.train exited {done.returncode} for batch {batch}, {mp}, channels_last={cl}, "
-                               f"split_depthwise={split}: {last}")
+            raise RuntimeError(f"snapgen.train exited {done.returncode} for {processes}x{threads}, batch {batch}, {mp}, "
+                               f"channels_last={cl}, split_depthwise={split}: {last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, wall_time_s: float | None,
@@ -57,8 +84,10 @@ def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, 
 
 
 def setting_key(r: dict) -> str:
-    """``b16_no_contig``, ``b16_bf16_cl``, ``b16_no_cl_split`` (split only where the row has it on)."""
-    return (f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}"
+    """``b16_no_contig``, ``b16_bf16_cl``, ``b16_no_cl_split`` (split only where the row has it on), prefixed by
+    the launch (``2x1_b16_no_contig``) in records made with ``--launch``."""
+    return ((f"{r['processes']}x{r['threads']}_" if "processes" in r else "")
+            + f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}"
             + ("_split" if r.get("split_depthwise") else ""))
 
 
@@ -68,8 +97,13 @@ def migrate_v1(old: dict, path: Path) -> dict:
                              old["environment"], old["created"])
 
 
+def record_name(a) -> str:
+    tail = f"launch_{'-'.join(f'{p}x{t}' for p, t in a.launch)}" if a.launch else f"t{a.threads}"
+    return f"train_throughput_{a.preset}_{tail}"
+
+
 def out_path(a) -> Path:
-    return Path(a.out) if a.out else results_dir("bench") / f"train_throughput_{a.preset}_t{a.threads}.json"
+    return Path(a.out) if a.out else results_dir("bench") / f"{record_name(a)}.json"
 
 
 def check_args(a) -> None:
@@ -84,6 +118,13 @@ def check_args(a) -> None:
     dup = sorted({b for b in a.batch_sizes if a.batch_sizes.count(b) > 1})
     if dup:
         raise ValueError(f"--batch-sizes: {', '.join(map(str, dup))} given more than once; pass each size once")
+    if a.launch:
+        dup = sorted({f"{p}x{t}" for p, t in a.launch if a.launch.count((p, t)) > 1})
+        if dup:
+            raise ValueError(f"--launch: {', '.join(dup)} given more than once; pass each layout once")
+        if a.threads_given:
+            raise ValueError("--threads and --launch both given: a launch PxT sets the threads of each process; "
+                             "drop --threads")
     try:
         unet_config(load_config(None, [f"unet={a.preset}"]).validate())
     except (KeyError, ValueError) as e:
@@ -93,8 +134,7 @@ def check_args(a) -> None:
     if a.out is None and out.is_file():              # the default name holds one grid of settings: never swap it
         from snapgen.records import read_record
 
-        old = sorted((r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False))
-                     for r in read_record(out)["details"]["rows"])
+        old = sorted(_setting_of_row(r, bool(a.launch)) for r in read_record(out)["details"]["rows"])
         if old != sorted(settings_of(a)):
             raise ValueError(f"{out} holds another set of settings ({len(old)} rows; this run times "
                              f"{len(settings_of(a))}); pass --out PATH for this grid, or the same --batch-sizes, "
@@ -102,10 +142,17 @@ def check_args(a) -> None:
 
 
 def settings_of(a) -> list[tuple]:
-    """(batch, mixed precision, channels_last, split_depthwise) of every timed setting, in timing order."""
+    """(batch, mixed precision, channels_last, split_depthwise[, processes, threads]) of every timed setting, in
+    timing order (the launch only with ``--launch``)."""
     mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
     splits = (False, True) if a.split_depthwise else (False,)
-    return list(itertools.product(a.batch_sizes, mps, (False, True), splits))
+    grid = list(itertools.product(a.batch_sizes, mps, (False, True), splits))
+    return [(*g, *launch) for launch in a.launch for g in grid] if a.launch else grid
+
+
+def _setting_of_row(r: dict, launch: bool) -> tuple:
+    s = (r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False))
+    return (*s, r["processes"], r["threads"]) if launch else s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,39 +164,52 @@ def main(argv: list[str] | None = None) -> int:
                    help="autocast settings to time (no = fp32; the baseline is no + contiguous)")
     p.add_argument("--split-depthwise", action="store_true",
                    help="also time every setting with split_depthwise=true (snapgen.models.layers.set_split_depthwise)")
-    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads of the one process (default 2)")
+    p.add_argument("--launch", type=parse_launch, nargs="+", default=None, metavar="PxT",
+                   help="process layouts to time, e.g. 1x2 2x1 (P processes of T threads; P > 1 as gloo ranks under "
+                        "torch.distributed.run); images/s counts every rank's images")
     p.add_argument("--steps", type=positive_int, default=16)
     p.add_argument("--warmup", type=nonnegative_int, default=4)
     p.add_argument("--rounds", type=positive_int, default=2)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    a.threads_given = a.threads is not None
+    a.threads = 2 if a.threads is None else a.threads
     check_args(a)                                   # before minutes of training, not after
     t0 = time.time()
     settings = settings_of(a)
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:
-            times[s].append(_one(a.preset, *s, a.threads, a.steps, a.warmup))
-            print(f"round {r}: batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} split_depthwise={s[3]!s:5s} "
-                  f"{times[s][-1] * 1000:.0f} ms/step", flush=True)
+            procs, threads = s[4:] if a.launch else (1, a.threads)
+            times[s].append(_one(a.preset, *s[:4], threads, a.steps, a.warmup, procs))
+            print(f"round {r}: {procs}x{threads} batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} "
+                  f"split_depthwise={s[3]!s:5s} {times[s][-1] * 1000:.0f} ms/step", flush=True)
     rows = []
-    for (batch, mp, cl, split), ts in times.items():
+    for s, ts in times.items():
+        batch, mp, cl, split = s[:4]
+        procs = s[4] if a.launch else 1
         med = statistics.median(ts)
         rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "split_depthwise": split,
-                     "step_time_s": med, "step_time_rounds_s": ts, "images_per_s": batch / med})
-    for r in rows:
-        r["speedup_vs_fp32_contiguous_same_batch"] = next(
-            b["step_time_s"] for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
-            and not b["channels_last"] and not b["split_depthwise"]) / r["step_time_s"]
-    protocol = {"preset": a.preset, "threads": a.threads, "steps": a.steps, "warmup_steps": a.warmup,
+                     **({"processes": s[4], "threads": s[5]} if a.launch else {}),
+                     "step_time_s": med, "step_time_rounds_s": ts, "images_per_s": batch * procs / med})
+    for r in rows:   # the baseline: fp32 contiguous, same batch (and, with --launch, the first layout given)
+        base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
+                    and not b["channels_last"] and not b["split_depthwise"]
+                    and (not a.launch or (b["processes"], b["threads"]) == a.launch[0]))
+        r["speedup_vs_fp32_contiguous_same_batch"] = r["images_per_s"] / base["images_per_s"]
+    protocol = {"preset": a.preset, "threads": None if a.launch else a.threads,
+                **({"launch": [f"{p}x{t}" for p, t in a.launch], "baseline_launch": f"{a.launch[0][0]}x{a.launch[0][1]}",
+                    "distributed": "torch.distributed.run, gloo, one CPU process per rank; images/s counts every rank"}
+                   if a.launch else {}),
+                "steps": a.steps, "warmup_steps": a.warmup,
                 "rounds": a.rounds, "timing": "median step time after warm-up, median over interleaved rounds",
                 "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
-    record = throughput_record(f"train_throughput_{a.preset}_t{a.threads}", rows, protocol, a.rounds,
-                               time.time() - t0)
+    record = throughput_record(record_name(a), rows, protocol, a.rounds, time.time() - t0)
     out = out_path(a)
     write_record(out, record)
     for r in rows:
-        print(f"batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
+        print(f"{setting_key(r):28s} batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
               f"split_depthwise={r['split_depthwise']!s:5s} {r['images_per_s']:6.1f} img/s  "
               f"x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
     print(f"record: {out}")

@@ -167,6 +167,33 @@ def test_bench_train_never_swaps_the_grid_of_its_default_record(tmp_path, monkey
     assert len(read_record(tmp_path / "bench/train_throughput_tiny-world_t1.json")["details"]["rows"]) == 8
 
 
+def test_bench_train_launch_layouts_count_every_rank_and_name_the_record(tmp_path, monkeypatch):
+    """`--launch 1x2 2x1`: each setting is timed under each layout (P processes x T threads), images/s counts the
+    images of every rank, speed-ups are against the first layout's fp32 contiguous row, and the record is named by
+    its layouts; the launcher gets the layout."""
+    from evals import bench_train
+
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    calls = []
+
+    def fake(preset, batch, mp, cl, split, threads, steps, warmup, processes=1):
+        calls.append((processes, threads, cl))
+        return 0.5 if processes == 1 else 0.8         # 2 ranks: slower steps, more images
+
+    monkeypatch.setattr(bench_train, "_one", fake)
+    assert bench_train.main(["--launch", "1x2", "2x1", "--mixed-precision", "no", "--steps", "3", "--warmup", "1",
+                             "--rounds", "1"]) == 0
+    assert sorted(calls) == [(1, 2, False), (1, 2, True), (2, 1, False), (2, 1, True)]
+    rec = read_record(tmp_path / "bench/train_throughput_tiny-world_launch_1x2-2x1.json")
+    validate_record(rec)
+    rows = {bench_train.setting_key(r): r for r in rec["details"]["rows"]}
+    assert rows["1x2_b16_no_contig"]["images_per_s"] == pytest.approx(16 / 0.5)
+    assert rows["2x1_b16_no_contig"]["images_per_s"] == pytest.approx(2 * 16 / 0.8)
+    assert rows["2x1_b16_no_contig"]["speedup_vs_fp32_contiguous_same_batch"] == pytest.approx(0.5 / 0.8 * 2)
+    assert value(rec, "train_images_per_s_2x1_b16_no_cl") == pytest.approx(40.0)
+    assert rec["protocol"]["launch"] == ["1x2", "2x1"] and rec["protocol"]["baseline_launch"] == "1x2"
+
+
 def test_compile_checked_compiles_with_freezing_and_times_compilation():
     """`ablations bench --compile`: the compiled model (inductor, freezing) computes the eager function within
     COMPILE_PARITY_RTOL of the output's scale; compilation is timed apart."""

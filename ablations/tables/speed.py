@@ -108,7 +108,8 @@ def _training(recs: dict[str, dict]) -> list[str]:
         p = r["protocol"]
         for k, s in sorted(r["scores"].items(), key=lambda kv: -kv[1]["value"]):
             if k.startswith("train_images_per_s_"):
-                out.append(f"| {p.get('preset')} | {p.get('threads')} | {k.removeprefix('train_images_per_s_')} | "
+                threads = p.get("threads") or "per setting"       # records made with --launch: PxT in the setting
+                out.append(f"| {p.get('preset')} | {threads} | {k.removeprefix('train_images_per_s_')} | "
                            f"{s['value']:.1f} |")
     return out + [""]
 
