@@ -51,8 +51,8 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
                 f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
                 "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                     "--master_port", str(_free_port())] if processes > 1 else [sys.executable])
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+                    if processes > 1 else [sys.executable])     # --standalone: a free local rendezvous port
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         done = subprocess.run([*launcher, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
                               capture_output=True, text=True, env=env)
@@ -62,14 +62,6 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
                                f"channels_last={cl}, split_depthwise={split}: {last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, wall_time_s: float | None,
@@ -134,7 +126,7 @@ def check_args(a) -> None:
     if a.out is None and out.is_file():              # the default name holds one grid of settings: never swap it
         from snapgen.records import read_record
 
-        old = sorted(_setting_of_row(r, bool(a.launch)) for r in read_record(out)["details"]["rows"])
+        old = sorted(_setting_of_row(r, a.threads) for r in read_record(out)["details"]["rows"])
         if old != sorted(settings_of(a)):
             raise ValueError(f"{out} holds another set of settings ({len(old)} rows; this run times "
                              f"{len(settings_of(a))}); pass --out PATH for this grid, or the same --batch-sizes, "
@@ -142,17 +134,18 @@ def check_args(a) -> None:
 
 
 def settings_of(a) -> list[tuple]:
-    """(batch, mixed precision, channels_last, split_depthwise[, processes, threads]) of every timed setting, in
-    timing order (the launch only with ``--launch``)."""
+    """(batch, mixed precision, channels_last, split_depthwise, processes, threads) of every timed setting, in
+    timing order (without ``--launch``: one process of ``--threads``)."""
     mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
     splits = (False, True) if a.split_depthwise else (False,)
     grid = list(itertools.product(a.batch_sizes, mps, (False, True), splits))
-    return [(*g, *launch) for launch in a.launch for g in grid] if a.launch else grid
+    return [(*g, *layout) for layout in (a.launch or [(1, a.threads)]) for g in grid]
 
 
-def _setting_of_row(r: dict, launch: bool) -> tuple:
-    s = (r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False))
-    return (*s, r["processes"], r["threads"]) if launch else s
+def _setting_of_row(r: dict, threads: int) -> tuple:
+    """A record row as ``settings_of`` gives it (rows of records made without ``--launch``: 1 x ``threads``)."""
+    return (r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False),
+            r.get("processes", 1), r.get("threads", threads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,22 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:
-            procs, threads = s[4:] if a.launch else (1, a.threads)
+            procs, threads = s[4:]
             times[s].append(_one(a.preset, *s[:4], threads, a.steps, a.warmup, procs))
             print(f"round {r}: {procs}x{threads} batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} "
                   f"split_depthwise={s[3]!s:5s} {times[s][-1] * 1000:.0f} ms/step", flush=True)
     rows = []
     for s, ts in times.items():
-        batch, mp, cl, split = s[:4]
-        procs = s[4] if a.launch else 1
+        batch, mp, cl, split, procs, threads = s
         med = statistics.median(ts)
         rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "split_depthwise": split,
-                     **({"processes": s[4], "threads": s[5]} if a.launch else {}),
+                     **({"processes": procs, "threads": threads} if a.launch else {}),
                      "step_time_s": med, "step_time_rounds_s": ts, "images_per_s": batch * procs / med})
     for r in rows:   # the baseline: fp32 contiguous, same batch (and, with --launch, the first layout given)
         base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
                     and not b["channels_last"] and not b["split_depthwise"]
-                    and (not a.launch or (b["processes"], b["threads"]) == a.launch[0]))
+                    and _setting_of_row(b, a.threads)[4:] == settings[0][4:])
         r["speedup_vs_fp32_contiguous_same_batch"] = r["images_per_s"] / base["images_per_s"]
     protocol = {"preset": a.preset, "threads": None if a.launch else a.threads,
                 **({"launch": [f"{p}x{t}" for p, t in a.launch], "baseline_launch": f"{a.launch[0][0]}x{a.launch[0][1]}",
