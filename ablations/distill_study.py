@@ -133,7 +133,7 @@ def jobs(study: str, seeds: list[int], arms: list[str] | None = None) -> list[Jo
 def _common_sets(b: StudyBudget, seed: int, steps: int, sample_steps: int) -> list[str]:
     return ["data=world", f"steps={steps}", f"batch_size={b.batch_size}", f"seed={seed}", f"threads={b.threads}",
             f"sample_steps={sample_steps}", f"sample_guidance={b.guidance}", f"ckpt_every={max(1, steps // 4)}",
-            "keep_ckpts=2", "cpu=true"]
+            "keep_ckpts=2", "cpu=true", "processes=1"]
 
 
 def train(job: Job, b: StudyBudget, paths: Paths, teacher: Path) -> Path:

@@ -158,7 +158,8 @@ def train(job: Job, b: Budget, paths: Paths, pinned: dict | None = None) -> Path
     data = "world" if job.ladder == "t2i" else "world-class"
     sets = [f"unet={cfg}", f"data={data}", f"steps={b.steps}", f"batch_size={b.batch_size}", f"lr={b.lr}",
             f"warmup={b.warmup}", f"seed={job.seed}", f"threads={b.threads}", f"sample_steps={b.sample_steps}",
-            f"sample_guidance={b.guidance}", f"ckpt_every={max(1, b.steps // 4)}", "keep_ckpts=2", "cpu=true"]
+            f"sample_guidance={b.guidance}", f"ckpt_every={max(1, b.steps // 4)}", "keep_ckpts=2", "cpu=true",
+            "processes=1"]                     # one process per job: the ladder runs its jobs side by side
     pin = []
     if pinned is not None:
         pin_file = run / "pinned_recipe.json"

@@ -49,7 +49,7 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
     with tempfile.TemporaryDirectory() as tmp:
         sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
                 f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
-                "cpu=true", "log_every=1",
+                f"processes={processes}", "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
         launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
                     if processes > 1 else [sys.executable])     # --standalone: a free local rendezvous port

@@ -255,7 +255,7 @@ def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, retrain: bool = False)
     if not retrain:
         verify_manifest(SHIPPED_WORLD)
         return SHIPPED_WORLD / "pipeline"
-    from snapgen.train import TrainConfig, train
+    from snapgen.train import TrainConfig
 
     pipe = run_dir / "pipeline"
     cfg = TrainConfig(out=str(run_dir))
@@ -269,8 +269,13 @@ def ensure_world_model(run_dir: Path = DEFAULT_WORLD_RUN, retrain: bool = False)
             raise ValueError(f"{run_dir} holds a world model trained with another recipe than the default; "
                              f"pass --ckpt {pipe} to use it, or delete {run_dir} to retrain with the default")
         return pipe
-    print(f"world-tiny: retraining the default recipe into {run_dir} ({cfg.steps} steps, see {run_dir}/log.jsonl)")
-    train(cfg)
+    print(f"world-tiny: retraining the default recipe into {run_dir} ({cfg.steps} steps x {cfg.processes} "
+          f"processes, see {run_dir}/log.jsonl)")
+    from snapgen.train import main as train_main
+
+    rc = train_main(["--out", str(run_dir)])           # launches the recipe's processes (snapgen.train.main)
+    if rc != 0:
+        raise RuntimeError(f"`python -m snapgen.train --out {run_dir}` exited {rc}; rerun it to resume")
     return pipe
 
 

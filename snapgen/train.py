@@ -1,11 +1,16 @@
 """Rectified-flow training of a SnapGen U-Net (text-to-image or class-conditional): the CLI over the
 training engine (``snapgen.training``; loss in ``snapgen.training.objectives.flow``).
 
-    python -m snapgen.train --out runs/tiny-world                      # built-in synthetic world, CPU, minutes
+    python -m snapgen.train --out runs/tiny-world                      # the world recipe: 2 processes x 1 thread
+    python -m snapgen.train --set processes=1 threads=2 batch_size=32  # the same problem in one process (slower)
     python -m snapgen.train --config my.json --set steps=20000 lr=1e-4  # config file + overrides
     python -m snapgen.train --set channels_last=true cpu=false          # speed levers are config fields
-    torchrun --nproc_per_node 2 -m snapgen.train --set cpu=true ...     # 2-process gloo on CPU
+    torchrun --nproc_per_node 4 -m snapgen.train --set processes=4 ... # any launcher: world size = processes
     accelerate launch -m snapgen.train --config my.json                 # multi-GPU
+
+``processes`` (default 2) is part of the recipe: the global batch is processes x batch_size x grad_accum. Started
+as one process with ``processes`` > 1, the command launches itself ``processes`` times under
+``torch.distributed.run --standalone`` (gloo on CPU), each rank with ``threads`` torch threads (OMP_NUM_THREADS).
 
 ``--set key=value`` is typed by ``TrainConfig`` (booleans: true/false, 1/0, yes/no, on/off); unknown
 keys are refused with the closest names. Exact resume: the samples, noise, timesteps and text dropout
@@ -16,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -55,7 +63,7 @@ def make_accelerator(cfg: TrainConfig):
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Run (or resume) training; returns the output directory (with ``pipeline/`` when finished)."""
-    cfg.validate()
+    cfg.validate().check_world_size()
     return train_loop(RectifiedFlow(cfg), cfg.loop, cfg.to_dict(), progress).out
 
 
@@ -66,6 +74,18 @@ def dry_run(cfg: TrainConfig) -> dict:
 
         n = sum(q.numel() for q in build_denoiser(ucfg).parameters())
     return {"config": cfg.to_dict(), "unet": ucfg.to_dict(), "unet_params": n}
+
+
+def launch_command(cfg: TrainConfig, argv: list[str]) -> list[str] | None:
+    """The ``torch.distributed.run`` command that runs this training as ``cfg.processes`` ranks, or None when this
+    process is a rank already (started by a launcher: ``WORLD_SIZE`` set) or the recipe has one process."""
+    if "WORLD_SIZE" in os.environ or cfg.processes == 1:
+        return None
+    if not cfg.cpu and torch.cuda.is_available() and torch.cuda.device_count() < cfg.processes:
+        raise ValueError(f"processes={cfg.processes} but {torch.cuda.device_count()} CUDA device(s): pass --set "
+                         f"processes={torch.cuda.device_count()}, or cpu=true")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(cfg.processes),
+            "-m", "snapgen.train", *argv]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "train_config.json and every log line; on a busy machine 1 can be many times faster)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and model size, then exit")
     p.add_argument("--no-progress", action="store_true")
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     extra = ([f"out={a.out}"] if a.out else []) + ([f"threads={a.threads}"] if a.threads else [])
     refuse_repeated_keys([("--set", x) for x in a.set] + ([("--out", extra[0])] if a.out else [])
@@ -88,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         if a.dry_run:
             print(json.dumps(dry_run(cfg), indent=2))
             return 0
+        cmd = launch_command(cfg, argv)
+        if cmd is not None:
+            env = {**os.environ}
+            if cfg.threads:
+                env.update(OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))
+            print(f"launching {cfg.processes} processes x {cfg.threads} thread(s): {' '.join(cmd[1:7])} ...",
+                  flush=True)
+            return subprocess.run(cmd, env=env).returncode
         out = train(cfg, progress=not a.no_progress)
     finally:
         close_distributed()

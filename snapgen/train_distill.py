@@ -38,7 +38,7 @@ def parse_overrides(cfg: DistillConfig, items: list[str]) -> DistillConfig:
 
 def train_distill(cfg: DistillConfig, progress: bool = True) -> Path:
     """Run (or resume) a distillation stage; returns the output directory (``pipeline/`` when finished)."""
-    cfg.validate()
+    cfg.validate().check_world_size()
     return train_loop(OBJECTIVES[cfg.stage](cfg), cfg.loop, cfg.to_dict(), progress).out
 
 

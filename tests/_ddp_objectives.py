@@ -45,7 +45,7 @@ def main(spec_path: str) -> None:
     tiny_text = lambda cfg: TextEncoderStack(text_cfg)             # CLIP-L + CLIP-G + Gemma (its projection trains)
     flow_objective.build_text = distill_objectives.build_text = tiny_text
     common = dict(unet=spec["student"], data=f"folder:{spec['images']}", steps=3, batch_size=2, warmup=1,
-                  log_every=1, ckpt_every=2, sample_steps=1, sample_guidance=1.0, threads=1, cpu=True)
+                  log_every=1, ckpt_every=2, sample_steps=1, sample_guidance=1.0, threads=1, cpu=True, processes=2)
     runs = {}
     cfg = TrainConfig(out=str(root / "flow"), **common)
     runs["flow"] = train_loop(RectifiedFlow(cfg), cfg.loop, cfg.to_dict(), progress=False)

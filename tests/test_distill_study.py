@@ -21,7 +21,7 @@ def study(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("study")
     assert train(["--out", str(tmp / "teacher"), "--no-progress", "--set", "unet=world-dit-s", "steps=2",
-                  "batch_size=2", "threads=1", "sample_steps=1", "sample_guidance=1.0", "warmup=1"]) == 0
+                  "batch_size=2", "threads=1", "processes=1", "sample_steps=1", "sample_guidance=1.0", "warmup=1"]) == 0
     teacher = tmp / "teacher" / "pipeline"
     common = ["--teacher", str(teacher), "--runs", str(tmp / "runs"), "--results", str(tmp / "res" / "distill"), *TOY]
     assert main([*common, "--study", "kd", "--arms", "plain", "kd-output-feature-ta"]) == 0

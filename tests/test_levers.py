@@ -41,9 +41,14 @@ def test_jobs_are_seed_major_and_budgets_do_not_mix(tmp_path, capsys):
             "--prompts-per-tag", "1", "--n-per-prompt", "1"]
     with pytest.raises(ValueError, match="does not say which TrainConfig defaults"):     # cannot be paired safely
         levers.main(args + same)
-    # written before split_depthwise existed: the field counts with its LEGACY_VALUES (False), so it still pairs
-    old_defaults = {k: v for k, v in levers.recipe_defaults().items() if k != "split_depthwise"}
+    # written before split_depthwise and processes existed: they count with their LEGACY_VALUES (False, 1), which
+    # are not today's recipe (True, 2): not paired
+    old_defaults = {k: v for k, v in levers.recipe_defaults().items() if k not in ("split_depthwise", "processes")}
     rec["protocol"]["recipe_defaults"] = old_defaults
+    write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
+    with pytest.raises(ValueError, match="another recipe.*processes, split_depthwise"):
+        levers.main(args + same)
+    rec["protocol"]["recipe_defaults"] = levers.recipe_defaults()           # today's recipe: paired
     write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
     assert levers.main(args + same) == 0
     capsys.readouterr()
@@ -51,7 +56,7 @@ def test_jobs_are_seed_major_and_budgets_do_not_mix(tmp_path, capsys):
         levers.main(args + ["--dry-run", "--steps", "20", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
                             "--prompts-per-tag", "1", "--n-per-prompt", "1"])
     # the same budget, but the study's records were trained from other TrainConfig defaults: not paired either
-    rec["protocol"]["recipe_defaults"] = {**levers.recipe_defaults(), "split_depthwise": True}
+    rec["protocol"]["recipe_defaults"] = {**levers.recipe_defaults(), "split_depthwise": False}
     write_record(tmp_path / "res" / "lr" / "default-s0.json", rec)
     with pytest.raises(ValueError, match="another recipe.*split_depthwise"):
         levers.main(args + ["--dry-run", "--steps", "10", "--threads", "1", "--fid-n", "8", "--sample-steps", "2",
@@ -121,7 +126,9 @@ def test_a_run_trained_from_other_defaults_is_not_reused(tmp_path):
     run.mkdir()
     levers.check_run_recipe(run, set())                                 # nothing trained yet: fine
     cfg = {**TrainConfig().to_dict(), "steps": 10, "seed": 3}
-    cfg.pop("split_depthwise")                                          # an older run: the legacy value applies
+    (run / "train_config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "split_depthwise"}))
+    with pytest.raises(ValueError, match="other TrainConfig defaults \\(split_depthwise\\)"):
+        levers.check_run_recipe(run, {"steps", "seed"})                 # an older run: the legacy value (False)
     (run / "train_config.json").write_text(json.dumps(cfg))
     levers.check_run_recipe(run, {"steps", "seed"})
     (run / "train_config.json").write_text(json.dumps({**cfg, "lr": 1e-4}))

@@ -24,7 +24,7 @@ def micro_config(tmp_path_factory):
 
 def _cfg(out, unet, **kw):
     base = dict(out=str(out), unet=unet, steps=6, batch_size=4, log_every=1, ckpt_every=3, warmup=2,
-                sample_steps=2, threads=1)
+                sample_steps=2, threads=1, processes=1)
     return TrainConfig(**{**base, **kw})
 
 

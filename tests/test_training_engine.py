@@ -253,7 +253,8 @@ def test_flow_engine_reproduces_the_recorded_reference_run(tmp_path, monkeypatch
         monkeypatch.setattr(L.Attention, "forward", _copying_attention_forward)
     monkeypatch.setenv("SNAPGEN_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(out=str(tmp_path / "run"), steps=6, batch_size=4, warmup=2, log_every=1, threads=1, cpu=True,
-                      sample_steps=2, ema_decay=0.995)          # 0.995: the default of commit 75b2f07
+                      sample_steps=2, ema_decay=0.995,          # 0.995: the default of commit 75b2f07
+                      processes=1, split_depthwise=False)       # split depthwise rounds differently (default since)
     run = train(cfg, progress=False)
     expected = REFERENCE_TENSORS_COPY if attention == "copy" else REFERENCE_TENSORS_GQA
     assert {name: _tensor_sha(run / name) for name in expected} == expected, \
@@ -277,7 +278,8 @@ def test_flow_engine_matches_the_frozen_loop_bit_for_bit(tmp_path, caption_folde
         data, ucfg = f"classes:{tmp_path / 'cls'}", MICRO.replace(cond="class", num_classes=3)
     (tmp_path / "unet.json").write_text(ucfg.to_json())
     cfg = TrainConfig(out=str(tmp_path / "run"), unet=str(tmp_path / "unet.json"), data=data, steps=4, batch_size=3,
-                      grad_accum=2, warmup=2, text_drop_prob=0.5, log_every=1, threads=1, cpu=True)
+                      grad_accum=2, warmup=2, text_drop_prob=0.5, log_every=1, threads=1, cpu=True, processes=1,
+                      split_depthwise=False)                    # the frozen loop does not split depthwise convs
     ref_unet, ref_ema = reference.train(cfg)
     res = train_loop(RectifiedFlow(cfg), cfg.loop, cfg.to_dict(), progress=False)
     for ref, new in ((ref_unet, res.modules["unet"]), (ref_ema, res.modules["ema"])):
@@ -308,10 +310,11 @@ def test_speed_levers_train_to_the_same_weights_within_float_tolerance(tmp_path,
 # reproducibility of the CLI: same command twice, SIGKILL + resume, log without duplicated steps
 
 
-def _command(out: Path, micro_config: str, caption_folder: Path) -> list[str]:
+def _command(out: Path, micro_config: str, caption_folder: Path, processes: int) -> list[str]:
+    """``processes`` 2 is the recipe's form: the command launches its 2 ranks itself (torch.distributed.run)."""
     return [sys.executable, "-m", "snapgen.train", "--no-progress", "--out", str(out), "--set", f"unet={micro_config}",
             f"data=folder:{caption_folder}", "steps=12", "batch_size=4", "warmup=3", "log_every=1", "ckpt_every=3",
-            "keep_ckpts=2", "threads=1", "cpu=true", "sample_steps=1"]
+            "keep_ckpts=2", "threads=1", "cpu=true", "sample_steps=1", f"processes={processes}"]
 
 
 def _checkpoint_digest(run: Path) -> dict:
@@ -323,11 +326,14 @@ def _checkpoint_digest(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_same_command_twice_and_sigkill_resume_are_bit_identical(tmp_path, micro_config, caption_folder):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_same_command_twice_and_sigkill_resume_are_bit_identical(tmp_path, micro_config, caption_folder, processes):
+    """With 2 processes the SIGKILL hits the whole process group (the command, torchrun and both ranks), as a
+    crash or the OOM killer would."""
     runs = {}
     for name in ("first", "second"):
         runs[name] = tmp_path / name
-        proc = subprocess.run(_command(runs[name], micro_config, caption_folder), cwd=REPO, env=ENV,
+        proc = subprocess.run(_command(runs[name], micro_config, caption_folder, processes), cwd=REPO, env=ENV,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert _checkpoint_digest(runs["first"]) == _checkpoint_digest(runs["second"])
@@ -335,8 +341,8 @@ def test_same_command_twice_and_sigkill_resume_are_bit_identical(tmp_path, micro
         _sha(runs["second"] / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(killed, micro_config, caption_folder), cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_command(killed, micro_config, caption_folder, processes), cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt_step = logged = 0
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:  # kill once log.jsonl runs ahead of a checkpoint
@@ -346,10 +352,11 @@ def test_same_command_twice_and_sigkill_resume_are_bit_identical(tmp_path, micro
             if logged > ckpt_step:
                 break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL and not (killed / "pipeline").exists(), "the run ended before the kill"
     assert 0 < ckpt_step < logged < 12                                    # steps past the checkpoint were logged
-    proc = subprocess.run(_command(killed, micro_config, caption_folder), cwd=REPO, env=ENV, capture_output=True,
+    proc = subprocess.run(_command(killed, micro_config, caption_folder, processes), cwd=REPO, env=ENV,
+                          capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and "resumed from" in proc.stdout, proc.stderr[-3000:]
     assert _checkpoint_digest(killed) == _checkpoint_digest(runs["first"])
@@ -358,6 +365,7 @@ def test_same_command_twice_and_sigkill_resume_are_bit_identical(tmp_path, micro
     assert log == _log(runs["first"])                                     # the same losses, step for step
     saved = json.loads((killed / "train_config.json").read_text())
     assert saved["torch_threads"] == 1 and saved["threads"] == 1 and all(r["threads"] == 1 for r in log)
+    assert saved["processes"] == processes and all(r["processes"] == processes for r in log)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from snapgen.presets import DIT_PRESETS, PRESETS
 
 MICRO_DIT = DiTConfig(num_layers=2, num_attention_heads=2)               # width 64: the fast tests
 MICRO_UNET = PRESETS["tiny-world"].replace(channels=(16, 32, 32), head_dim=16, norm_groups=4, emb_mult=2)
-COMMON = ["log_every=1", "warmup=1", "sample_steps=2", "sample_guidance=2.0", "threads=1"]
+COMMON = ["log_every=1", "warmup=1", "sample_steps=2", "sample_guidance=2.0", "threads=1", "processes=1"]
 
 
 def _cond(n: int, seed: int = 0):
@@ -215,7 +215,7 @@ def test_resume_is_exact_for_the_dit(tmp_path):
     cfg = tmp_path / "dit.json"
     cfg.write_text(MICRO_DIT.to_json())
     args = ["--no-progress", "--set", f"unet={cfg}", "steps=4", "batch_size=2", "ckpt_every=2", "sample_steps=1",
-            "sample_guidance=1.0", "log_every=1", "warmup=1", "threads=1"]
+            "sample_guidance=1.0", "log_every=1", "warmup=1", "threads=1", "processes=1"]
     assert main(["--out", str(tmp_path / "full"), *args]) == 0
     assert main(["--out", str(tmp_path / "part"), *args, "stop_at=2"]) == 0
     assert not (tmp_path / "part" / "pipeline").exists()

@@ -82,10 +82,12 @@ def read_state(ck: Path) -> dict:
     return json.loads((Path(ck) / STATE).read_text())
 
 
-def check_resumable(ck: Path, config: dict, keys: tuple[str, ...], objective: str) -> dict:
-    """Refuse to resume when the objective or any of ``keys`` changed; returns state.json."""
+def check_resumable(ck: Path, config: dict, keys: tuple[str, ...], objective: str,
+                    legacy: dict | None = None) -> dict:
+    """Refuse to resume when the objective or any of ``keys`` changed; returns state.json. ``legacy``: the value
+    a field added since the checkpoint was written had then (a saved config without it meant that value)."""
     state = read_state(ck)
-    saved = json.loads(json.dumps(state.get("config", {})))
+    saved = json.loads(json.dumps({**(legacy or {}), **state.get("config", {})}))
     now = json.loads(json.dumps(config))
     changed = {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
     if state.get("objective", objective) != objective:

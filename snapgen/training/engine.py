@@ -187,7 +187,7 @@ def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool)
     ck = latest_checkpoint(Path(loop.out)) if resume else None
     if ck is not None:                      # refuse before any model is built
         check_not_finished_elsewise(ck, config, loop.steps)
-        check_resumable(ck, config, objective.resume_keys, objective.name)
+        check_resumable(ck, config, objective.resume_keys, objective.name, getattr(objective, "legacy_values", None))
     acc = make_accelerator(loop)
     torch.manual_seed(loop.seed)
     parts = objective.build()

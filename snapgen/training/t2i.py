@@ -34,8 +34,12 @@ class TrainConfig:
     gemma: str | None = None                # local Gemma-2 dir for text="snapgen"
     text_drop_prob: float = 0.1             # per-encoder (or class-label) dropout probability
     batch_size: int = 16                    # per process, per micro-step
+    processes: int = 2                      # data-parallel processes (the world size; global batch = processes x
+                                            # batch_size x grad_accum). `python -m snapgen.train` started alone
+                                            # launches them under torch.distributed.run; under torchrun / accelerate
+                                            # launch the world size must equal it
     grad_accum: int = 1                     # micro-steps per optimizer step
-    steps: int = 1900                       # optimizer steps (the world recipe: <= 30 min on 2 CPU cores)
+    steps: int = 3000                       # optimizer steps (the world recipe: <= 30 min on 2 CPU cores)
     lr: float = 2e-3                        # AdamW peak learning rate
     warmup: int = 100                       # linear warm-up steps, then cosine decay to lr_min
     lr_min: float = 1e-4                    # final learning rate
@@ -55,14 +59,25 @@ class TrainConfig:
     sample_steps: int = 20                  # sampling steps for the final sample grid
     sample_guidance: float = 3.0            # guidance for the final sample grid
     stop_at: int | None = None              # stop (checkpointed, resumable) after this step: time-limited jobs
-    threads: int | None = 2                 # torch CPU threads (None = torch default); the effective count is logged
+    threads: int | None = 1                 # torch CPU threads per process (None = torch default); the effective
+                                            # count is logged. The recipe: 2 processes x 1 thread on 2 cores
     cpu: bool = False                       # force CPU even when CUDA exists
     channels_last: bool = False             # U-Net and its inputs in channels_last memory format (a speed lever)
-    split_depthwise: bool = False           # multiplier depthwise convs run split (a speed lever; same weights, outputs
+    split_depthwise: bool = True            # multiplier depthwise convs run split (a speed lever; same weights, outputs
                                             # to float rounding: snapgen.models.layers.set_split_depthwise)
 
     def __post_init__(self):
         check_ranges(self)                  # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)
+
+    def check_world_size(self) -> "TrainConfig":
+        """The run's world size (``WORLD_SIZE`` of torchrun / accelerate launch; 1 without a launcher) must equal
+        ``processes``: the global batch, and so the optimisation problem, depends on it. Returns ``self``."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != self.processes:
+            raise ValueError(f"processes={self.processes} but this run has {world} process(es) (WORLD_SIZE): start "
+                             f"`python -m snapgen.train` alone (it launches {self.processes}), launch with "
+                             f"--nproc_per_node {self.processes}, or pass --set processes={world}")
+        return self
 
     def validate(self) -> "TrainConfig":
         """Checks across fields, made once the config is complete: the resolution must divide into the U-Net's
@@ -100,12 +115,12 @@ class TrainConfig:
 
 
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
-RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "grad_accum", "seed", "vae")
+RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "processes", "grad_accum", "seed", "vae")
 
 # Fields added to TrainConfig after runs were recorded, each with the value that reproduces the code those runs were
 # trained with: a stored config (a record, a shipped checkpoint) without the field meant this value, whatever the
 # field's default is today. A rerun of an old run passes these explicitly (``ablations ladder --verify``).
-LEGACY_VALUES: dict[str, object] = {"split_depthwise": False}
+LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1}
 
 
 def stored_recipe(train_config: dict) -> dict:

@@ -18,6 +18,8 @@ from snapgen.training.t2i import RESUME_KEYS, TrainConfig, build_denoiser, build
 @dataclass(frozen=True)
 class DistillConfig(TrainConfig):
     out: str = "runs/distill/kd"            # output directory (never the lead's runs/tiny-world)
+    processes: int = 1                      # world size (snapgen.train_distill does not launch; use torchrun)
+    threads: int | None = 2                 # torch CPU threads per process
     stage: Literal["kd", "ladd"] = "kd"     # multi-level KD, or LADD step distillation
     teacher: str = ""                       # snapgen pipeline dir or local SD3/SD3.5 diffusers dir
     init: str = ""                          # student pipeline to start from ("" = fresh `unet`); required for ladd

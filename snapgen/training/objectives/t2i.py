@@ -14,7 +14,7 @@ from torch import nn
 from snapgen.models.dit import WorldDiT
 from snapgen.models.unet import SnapGenUNet
 from snapgen.training.engine import Parts
-from snapgen.training.t2i import (RESUME_KEYS, TrainConfig, batch_indices, build_dataset, collate,
+from snapgen.training.t2i import (LEGACY_VALUES, RESUME_KEYS, TrainConfig, batch_indices, build_dataset, collate,
                                   prefill_world_prompts)
 
 
@@ -27,6 +27,7 @@ class TextToImage:
     """Base of the text-to-image objectives; subclasses set ``self.ucfg``/``self.text`` in ``build``."""
 
     resume_keys = RESUME_KEYS
+    legacy_values = LEGACY_VALUES          # fields added since a checkpoint was written, at their value then
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
