@@ -289,3 +289,15 @@ def test_class_conditional_mode():
         WorldDataset(CFG, 0, 1, mode="classes")
     with pytest.raises(ValueError, match="heldout_bindings"):
         WorldConfig(heldout_bindings=(("circle", "teal"),))
+
+
+@pytest.mark.parametrize("bench,extra", [("geneval", []), ("dpg", []), ("fid", ["--ref", "world", "--n", "8"])])
+def test_in_distribution_records_never_take_the_heldout_records_name(bench, extra, capsys):
+    """`--world-split in_distribution` once wrote world-tiny-geneval.json, replacing the held-out record."""
+    from evals.run import main
+
+    names = {}
+    for split in ("heldout", "in_distribution"):
+        assert main([bench, "--ckpt", "world-tiny", "--world-split", split, "--dry-run", *extra]) == 0
+        names[split] = Path(json.loads(capsys.readouterr().out)["record"]).name
+    assert names["in_distribution"] == names["heldout"].replace(".json", "-in_distribution.json")

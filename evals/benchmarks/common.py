@@ -89,6 +89,12 @@ def generation_key(gen_protocol: dict, prompt_hash: str, n_per_prompt: int, seed
     return sha256_json({"g": gen_protocol, "p": prompt_hash, "n": n_per_prompt, "s": seed})[:12]
 
 
+def split_suffix(args) -> str:
+    """``-in_distribution`` for a world run on the training compositions, so that its default record name never
+    replaces the held-out record of the same generator; empty otherwise."""
+    return "-in_distribution" if getattr(args, "world_split", "heldout") == "in_distribution" else ""
+
+
 def record_path(args, benchmark: str, name: str) -> Path:
     return Path(args.out) if args.out else results_dir(benchmark) / f"{slug(args.name or name)}.json"
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from snapgen.cli import positive_int
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
-                                     prompts_card, record_path, slug, split_protocol, world_prompt_set)
+                                     prompts_card, record_path, slug, split_protocol, split_suffix,
+                                     world_prompt_set)
 from evals.records import bootstrap_ci, prompt_set_hash
 from snapgen.paths import display
 
@@ -254,7 +255,7 @@ class DPGBench(Benchmark):
             raise FileNotFoundError(f"--dpg-csv {args.dpg_csv}: no such file. {CSV_SOURCE_HINT}")
         items, source, run_dir, folder, csv_path, world_rows = _setup(args, gen)
         modes = MODES if args.mode == "both" else (args.mode,)
-        name = f"{slug(gen.name if gen else folder.name)}-dpg"
+        name = f"{slug(gen.name if gen else folder.name)}-dpg{split_suffix(args)}"
         gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
         info = {"prompts": source, "questions": str(csv_path), "n_prompts": len(items) if items else None,
                 "modes": modes, "generator": gen_protocol}

@@ -22,7 +22,7 @@ from pathlib import Path
 from snapgen.cli import nonnegative_int, positive_int
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, domain_of, generation_key, prompts_card, record_path, slug,
-                                     split_protocol)
+                                     split_protocol, split_suffix)
 from evals.records import prompt_set_hash
 from snapgen.paths import display
 
@@ -306,7 +306,7 @@ class FID(Benchmark):
             folder, n_images = Path(args.images), None
         tag = args.tag or (f"world{'class' if world_mode(gen) == 'class' else ''}{_world_resolution(args, gen)}"
                            if args.ref == "world" else None)
-        name = f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}"
+        name = f"{slug(gen.name if gen else folder.name)}-fid{'-' + tag if tag else ''}{split_suffix(args)}"
         gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(folder)}
         info = {"ref": args.ref, "n": n_images, "tag": tag, "prompts": source, "generator": gen_protocol}
         state = {"prompts": prompts, "meta": meta, "source": source, "n_images": n_images, "tag": tag, "gen": gen,

@@ -14,7 +14,8 @@ import numpy as np
 
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
-                                     prompts_card, record_path, slug, split_protocol, world_prompt_set)
+                                     prompts_card, record_path, slug, split_protocol, split_suffix,
+                                     world_prompt_set)
 from evals.records import bootstrap_ci, prompt_set_hash
 from snapgen.paths import display
 
@@ -120,7 +121,7 @@ class GenEval(Benchmark):
         else:
             key = generation_key(gen_protocol, prompt_set_hash(metadata), args.n_per_prompt, args.seed)
             folder = Path(args.images_root) / "geneval" / f"{slug(gen.name)}-{key}"
-        name = f"{slug(gen.name if gen else folder.name)}-geneval"
+        name = f"{slug(gen.name if gen else folder.name)}-geneval{split_suffix(args)}"
         jobs = None
         if gen is not None:
             from evals.generate import geneval_jobs
