@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         out = train(cfg, progress=not a.no_progress)
     finally:
         close_distributed()
-    print(f"done: {out / 'pipeline'}")
+    if os.environ.get("RANK", "0") == "0":             # once, not once per rank
+        print(f"done: {out / 'pipeline'}")
     return 0
 
 
