@@ -22,7 +22,8 @@ scores them, as the paper scores ImageNet, by FID alone: FID-world-class, genera
 labels against fresh class-mode renders (``python -m evals.run fid --ref world`` with a class-conditional
 checkpoint). GenEval and DPG need prompts, so they are text-to-image only.
 
-Budgets (``--budget``): ``recipe`` is the world recipe's training (1900 steps, 30 min on 2 cores per job) scored
+Budgets (``--budget``): ``recipe`` is the one-process world recipe (1900 steps of batch 16, the recipe before it
+became 2 processes x 3000 steps; 30 min on 2 cores per job, one process per job) scored
 with 2000 FID images, for a GPU box or a cluster; ``cpu`` is what a 2-core machine finishes in about 100 minutes
 per ladder with two 1-thread jobs at a time (240 steps, 256 FID images at 10 sampling steps). Any field can be
 overridden by its flag; the record keeps the budget it was run with.
@@ -56,7 +57,7 @@ BENCHMARKS = {"t2i": ("geneval", "dpg", "fid"), "in256": ("fid",)}
 class Budget:
     """What every twin of a ladder gets (equal compute per step is not claimed: twins differ in FLOPs; equal
     steps, batch, data order and seeds are, and each record states its wall time)."""
-    steps: int = 1900                   # the world recipe's steps (snapgen.training.t2i.TrainConfig)
+    steps: int = 1900                   # the one-process world recipe's steps (TrainConfig's before it became 2 x 3000)
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 100

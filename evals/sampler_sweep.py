@@ -25,6 +25,25 @@ from snapgen.paths import display, results_dir
 from snapgen.records import read_record, write_record
 
 
+def checkpoint_key(ckpt: str, threads: int, n_per_prompt: int) -> dict:
+    """What a cell record must have been made from to be reused: the checkpoint's content hash (as the harness
+    records it), the generation threads and the images per prompt."""
+    from evals.generators import SHIPPED_WORLD
+    from snapgen.io import sha256_dir
+
+    path = SHIPPED_WORLD / "pipeline" if ckpt == "world-tiny" else Path(ckpt)
+    sha = sha256_dir(path, ("*.safetensors", "*.json")) if path.is_dir() else None
+    return {"checkpoint_sha256": sha, "threads": threads, "images_per_prompt": n_per_prompt}
+
+
+def cell_key(rec: dict) -> dict:
+    gen = rec["protocol"].get("generator", {})
+    sha = gen.get("checkpoint_sha256") if isinstance(gen.get("checkpoint_sha256"), str) and \
+        gen.get("checkpoint") not in (None, "in-memory") else None
+    return {"checkpoint_sha256": sha, "threads": gen.get("threads"),
+            "images_per_prompt": rec["protocol"].get("images_per_prompt")}
+
+
 def geneval_units(rec: dict, path: str | Path) -> dict:
     from evals.api import get_benchmark
     from evals.records import read_rows
@@ -108,8 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     ref_key = parse_cell(f"{a.default[0]}:{a.default[1]}", "--default")
     grid = list(dict.fromkeys([ref_key] + grid))
     cells = {}
+    want = checkpoint_key(a.ckpt, a.threads, a.n_per_prompt)
     for g, s in grid:
         out = results_dir("world", "sampler_sweep") / f"{name}-g{g:g}-s{s}.json"
+        if out.exists() and cell_key(read_record(out)) != want:   # another checkpoint's (or setting's) cell
+            print(f"{display(out)}: made from other weights or settings ({cell_key(read_record(out))} vs {want}); "
+                  "rescoring it", file=sys.stderr)
+            out.unlink()
         if not out.exists():
             rc = run_main(["geneval", "--ckpt", a.ckpt, "--guidance", str(g), "--steps", str(s), "--threads",
                            str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--out", str(out),

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output directory (shortcut for --set out=...)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help=f"torch CPU threads (shortcut for --set threads=N; default {TrainConfig.threads}, recorded in "
+                   help=f"torch CPU threads per process (shortcut for --set threads=N; default {TrainConfig.threads} "
+                        f"x {TrainConfig.processes} processes, recorded in "
                         "train_config.json and every log line; on a busy machine 1 can be many times faster)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and model size, then exit")
     p.add_argument("--no-progress", action="store_true")
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         out = train(cfg, progress=not a.no_progress)
     finally:
         close_distributed()
-    print(f"done: {out / 'pipeline'}")
+    if os.environ.get("RANK", "0") == "0":             # once, not once per rank
+        print(f"done: {out / 'pipeline'}")
     return 0
 
 

@@ -193,3 +193,24 @@ def test_class_conditional_world_mode_trains_and_samples(tmp_path):
     assert [im.size for im in images] == [(32, 32), (32, 32)]
     with pytest.raises(ValueError, match="world-class"):
         train(_cfg(tmp_path / "bad", str(unet), data="world-klass", steps=1), progress=False)
+
+
+def test_the_recipe_launches_its_processes_and_a_launcher_must_match_them(monkeypatch):
+    from snapgen.train import launch_command
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = TrainConfig(cpu=True)                                   # the recipe: 2 processes x 1 thread
+    assert (cfg.processes, cfg.threads) == (2, 1)
+    cmd = launch_command(cfg, ["--out", "x"])
+    assert cmd[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    assert cmd[7:] == ["snapgen.train", "--out", "x"]
+    assert launch_command(TrainConfig(processes=1), []) is None
+    with pytest.raises(ValueError, match="processes=2 but this run has 1 process"):
+        cfg.check_world_size()
+    monkeypatch.setenv("WORLD_SIZE", "3")                         # started by torchrun --nproc_per_node 3
+    assert launch_command(cfg, []) is None
+    with pytest.raises(ValueError, match="--set processes=3"):
+        cfg.check_world_size()
+    assert TrainConfig(processes=3).check_world_size().processes == 3
+    with pytest.raises(ValueError, match="processes=0"):
+        TrainConfig(processes=0)
