@@ -41,7 +41,7 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
     unet = SnapGenUNet.from_pretrained(ema_dir)
     text = None
     if unet.config.cond == "text":                         # the engine saves only the stack's trainable projection
-        text = TextEncoderStack.from_pretrained(run / "pipeline" / "text")   # (text_proj), so take the stack from
+        text = finished_text_stack(run / "pipeline")                        # (text_proj), so take the stack from
         if (ck / "text_proj.safetensors").exists():                          # the finished run, its projection
             from safetensors.torch import load_file                           # from this checkpoint
 
@@ -59,6 +59,14 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
     atomic_write_json(dest / "train_config.json", train_cfg)
     tmp.rename(pipe_dir)
     return pipe_dir
+
+
+def finished_text_stack(pipe: Path):
+    """The text stack of a finished run's pipeline, in either layout (diffusers ``text_encoder/``, or the legacy
+    ``text/``), as the pipeline loader reads it."""
+    from snapgen.pipeline import SnapGenPipeline
+
+    return SnapGenPipeline.from_pretrained(pipe).text_encoder
 
 
 def wall_time_at(run: Path, step: int) -> float | None:

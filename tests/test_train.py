@@ -51,6 +51,22 @@ def test_interrupted_run_resumes_exactly(tmp_path, micro_config):
     assert (full / "samples.png").exists() and (full / "pipeline" / "pipeline.json").exists()
 
 
+def test_learning_curve_rebuilds_a_checkpoints_pipeline_from_todays_run_layout(tmp_path, micro_config):
+    """evals.learning_curve turns a checkpoint's EMA weights into a pipeline with the finished run's text stack
+    (the run's pipeline is in the diffusers layout, text_encoder/; it once looked only for the legacy text/)."""
+    from evals.learning_curve import checkpoint_pipeline
+
+    run = train(_cfg(tmp_path / "r", micro_config, steps=3, ckpt_every=2), progress=False)
+    assert (run / "pipeline" / "text_encoder").is_dir() and not (run / "pipeline" / "text").exists()
+    ck = run / "checkpoints" / "step-0000002"
+    pipe = SnapGenPipeline.from_pretrained(checkpoint_pipeline(ck, run, tmp_path / "curve" / "step-2"))
+    from safetensors.torch import load_file
+
+    ema = load_file(str(next((ck / "ema").glob("*.safetensors"))))
+    assert all(torch.equal(pipe.unet.state_dict()[k], v) for k, v in ema.items())
+    assert pipe.generate(["a photo of a red circle"], [0], steps=2, output="tensor").shape == (1, 3, 32, 32)
+
+
 def test_resume_refuses_a_changed_config(tmp_path, micro_config):
     train(_cfg(tmp_path, micro_config, stop_at=3), progress=False)
     with pytest.raises(ValueError, match="config changed"):
