@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         cmd = launch_command(cfg, argv)
         if cmd is not None:
+            from snapgen.training.engine import preflight
+
+            preflight(RectifiedFlow, cfg.validate().loop, cfg.to_dict())    # one clear error, not one per rank
             env = {**os.environ}
             if cfg.threads:
                 env.update(OMP_NUM_THREADS=str(cfg.threads), MKL_NUM_THREADS=str(cfg.threads))

@@ -182,12 +182,21 @@ class _Run:
     start: int
 
 
-def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool) -> _Run:
+def preflight(objective, loop: LoopConfig, config: dict, resume: bool = True) -> Path | None:
+    """The checks made before any model is built (also by a command before it launches its ranks, so that a bad
+    --out or a changed config is one clear error, not one per rank): a writable output folder, and a checkpoint
+    there that may be resumed with ``config``. ``objective`` needs only ``name``, ``resume_keys`` (and optionally
+    ``legacy_values``). Returns the checkpoint to resume from, or None."""
     check_writable_dir(loop.out)
     ck = latest_checkpoint(Path(loop.out)) if resume else None
-    if ck is not None:                      # refuse before any model is built
+    if ck is not None:
         check_not_finished_elsewise(ck, config, loop.steps)
         check_resumable(ck, config, objective.resume_keys, objective.name, getattr(objective, "legacy_values", None))
+    return ck
+
+
+def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool) -> _Run:
+    ck = preflight(objective, loop, config, resume)     # refuse before any model is built
     acc = make_accelerator(loop)
     torch.manual_seed(loop.seed)
     parts = objective.build()
