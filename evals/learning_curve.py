@@ -61,6 +61,11 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
     return pipe_dir
 
 
+def images_seen(train_cfg: dict, step: int) -> int:
+    """Training images up to ``step``: the global batch (every process's) times the steps."""
+    return step * train_cfg["batch_size"] * train_cfg.get("grad_accum", 1) * train_cfg.get("processes", 1)
+
+
 def finished_text_stack(pipe: Path):
     """The text stack of a finished run's pipeline, in either layout (diffusers ``text_encoder/``, or the legacy
     ``text/``), as the pipeline loader reads it."""
@@ -109,7 +114,7 @@ def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: l
         dest = run / "curve" / ck.name
         pipe = checkpoint_pipeline(ck, run, dest)
         g = _score("geneval", pipe, dest / "geneval.json", geneval_args)
-        point = {"step": step, "images_seen": step * train_cfg["batch_size"] * train_cfg.get("grad_accum", 1),
+        point = {"step": step, "images_seen": images_seen(train_cfg, step),
                  "train_wall_s": wall_time_at(run, step), "geneval_overall": g["scores"]["geneval_overall"]["value"],
                  "geneval_ci95": g["scores"]["geneval_overall"]["ci95"],
                  "geneval_tasks": {t: v["accuracy"] for t, v in g["details"]["tasks"].items()},

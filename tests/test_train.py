@@ -230,3 +230,10 @@ def test_the_recipe_launches_its_processes_and_a_launcher_must_match_them(monkey
     assert TrainConfig(processes=3).check_world_size().processes == 3
     with pytest.raises(ValueError, match="processes=0"):
         TrainConfig(processes=0)
+
+
+def test_learning_curve_counts_the_images_of_every_process():
+    from evals.learning_curve import images_seen
+
+    assert images_seen({"batch_size": 16, "processes": 2}, 3000) == 96_000
+    assert images_seen({"batch_size": 16, "grad_accum": 2}, 10) == 320            # runs recorded before processes
