@@ -31,7 +31,6 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
     with the run's train_config.json beside it (so the harness recognises a world model)."""
     from snapgen.models.unet import SnapGenUNet
     from snapgen.pipeline import PipelineConfig, SnapGenPipeline
-    from snapgen.text import TextEncoderStack
 
     pipe_dir = dest / "pipeline"
     if (pipe_dir / "pipeline.json").exists():
@@ -68,10 +67,10 @@ def images_seen(train_cfg: dict, step: int) -> int:
 
 def finished_text_stack(pipe: Path):
     """The text stack of a finished run's pipeline, in either layout (diffusers ``text_encoder/``, or the legacy
-    ``text/``), as the pipeline loader reads it."""
-    from snapgen.pipeline import SnapGenPipeline
+    ``text/``; the error names the legacy folder when neither exists)."""
+    from snapgen.text import TextEncoderStack
 
-    return SnapGenPipeline.from_pretrained(pipe).text_encoder
+    return TextEncoderStack.from_pretrained(pipe / "text_encoder" if (pipe / "text_encoder").is_dir() else pipe / "text")
 
 
 def wall_time_at(run: Path, step: int) -> float | None:

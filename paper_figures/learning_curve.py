@@ -28,7 +28,9 @@ def plot(record: dict, out: Path) -> Path:
     ax.errorbar(steps, g, yerr=[lo, hi], marker="o", capsize=3, label="overall (95% CI)")
     for task in ("colors", "single_object", "two_object", "position", "color_attr", "counting"):
         ax.plot(steps, [p["geneval_tasks"].get(task) for p in pts], lw=0.8, alpha=0.6, label=task)
-    ax.set_xlabel("training step (batch %d)" % record["protocol"]["train_config"]["batch_size"])
+    tc = record["protocol"]["train_config"]
+    per_step = tc["batch_size"] * tc.get("grad_accum", 1) * tc.get("processes", 1)   # images of every process
+    ax.set_xlabel(f"training step (global batch {per_step})")
     ax.set_ylabel("GenEval-world, held-out prompts")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
@@ -38,11 +40,17 @@ def plot(record: dict, out: Path) -> Path:
     top.set_xlabel("training wall time (min, from the run's log)")
     if has_fid:
         ax2 = axes[0][1]
-        ax2.plot(steps, [p["fid"] for p in pts], marker="o", color="C3")
+        ax2.plot(steps, [p["fid"] for p in pts], marker="o", color="C3", label="all images")
+        if all(p.get("fid_spread", {}).get("ci95") for p in pts):
+            spread = [p["fid_spread"] for p in pts]
+            ax2.fill_between(steps, [s["ci95"][0] for s in spread], [s["ci95"][1] for s in spread], color="C3",
+                             alpha=0.2, label=f"{spread[0]['fraction']:.0%} subsets, 95% spread")
+            ax2.legend(fontsize=7)
         ax2.set_xlabel("training step")
         ax2.set_ylabel(pts[0]["fid_key"] + " (lower is better)")
         ax2.grid(alpha=0.3)
-    fig.suptitle(f"learning curve: {record['protocol']['run']}", fontsize=9)
+    fig.suptitle(f"learning curve: {record.get('name') or record['protocol']['run']} "
+                 f"({tc.get('processes', 1)} process(es) x batch {tc['batch_size']})", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})

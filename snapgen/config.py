@@ -169,7 +169,8 @@ class UNetConfig:
         """From ``to_dict``'s form (any version: sparse fields may be absent), or with ``stages`` as a list of
         StageSpec mappings."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known - set(STAGE_COLUMNS) - {"_class_name", "_snapgen_version", "config_hash"})
+        unknown = sorted(set(d) - known - set(STAGE_COLUMNS) - {"_class_name", "_snapgen_version", "config_hash",
+                                                                 "_diffusers_version", "_name_or_path"})
         if unknown:
             raise ValueError(f"unknown UNetConfig fields {unknown}; known: {sorted(known | set(STAGE_COLUMNS))}")
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known and k != "stages"}

@@ -683,12 +683,16 @@ def test_model_folders_without_their_own_manifest(tmp_path, monkeypatch, recwarn
     shutil.copytree(shipped, world)
     SnapGenUNet.from_pretrained(world / "pipeline" / "unet")
     _flip_tensor_byte(world / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(CorruptWeightsError, match="manifest.json"):
+    with pytest.raises(CorruptWeightsError, match="weights.sha256.json"):         # its own manifest (today's engine)
+        SnapGenUNet.from_pretrained(world / "pipeline" / "unet")
+    (world / "pipeline" / "unet" / "weights.sha256.json").unlink()                 # as folders shipped before it
+    with pytest.raises(CorruptWeightsError, match="manifest.json"):                # the shipping manifest above
         SnapGenUNet.from_pretrained(world / "pipeline" / "unet")
 
     monkeypatch.setattr(pretrained, "_warned_unverified", False)
     old = tmp_path / "old"
     shutil.copytree(shipped / "pipeline" / "unet", old)              # no manifest here or above: an older folder
+    (old / "weights.sha256.json").unlink()
     recwarn.clear()
     for _ in range(2):
         assert SnapGenUNet.from_pretrained(old).config == unet.__class__.read_config(old)

@@ -24,7 +24,8 @@ def test_a_retrained_twin_reproduces_its_record(tmp_path, capsys):
     assert out["budget"]["steps"] == 2                       # the record's budget, not the default
     # the rerun is trained with the recipe stored in the record (a later change of TrainConfig's defaults, e.g. a
     # speed lever switched on, cannot change it)
-    assert rec["details"]["recipe"]["split_depthwise"] is False and rec["details"]["recipe"]["steps"] == 2
+    recipe = rec["details"]["recipe"]
+    assert recipe["split_depthwise"] is True and recipe["processes"] == 1 and recipe["steps"] == 2
     pinned = json.loads((tmp_path / "verify" / "t2i" / "world-snapgen-t2i-s0" / "pinned_recipe.json").read_text())
     assert pinned == rec["details"]["recipe"]
     rec["scores"]["geneval_overall"]["value"] += 0.25         # a record the code does not reproduce

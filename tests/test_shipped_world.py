@@ -54,15 +54,17 @@ def test_world_tiny_generator_uses_the_shipped_pipeline():
 SHIPPED_UNET_SHA256 = "7cb641985c7ae441e2145226f919271d37635e7df3a12e0ff7e7e51698cf2ef0"
 
 
-def test_shipped_folder_is_in_both_layouts_with_the_weights_as_shipped():
+def test_shipped_folder_is_in_the_diffusers_layout_with_the_weights_as_shipped():
     manifest = verify_manifest(SHIPPED_WORLD)
     files = manifest["files"]
     assert files["pipeline/unet/diffusion_pytorch_model.safetensors"] == SHIPPED_UNET_SHA256
     assert [k for k in files if k.endswith(".safetensors")] == ["pipeline/unet/diffusion_pytorch_model.safetensors"]
-    index = ["pipeline/model_index.json", "pipeline/scheduler/scheduler_config.json", "pipeline/text_encoder/config.json"]
-    older = ["pipeline/pipeline.json", "pipeline/text/text_config.json", "pipeline/unet/config.json"]
-    assert all(k in files for k in index + older)
-    assert [sorted(r["added"]) for r in manifest["refreshed"]] == [index]     # the only files added after shipping
+    written = ["pipeline/model_index.json", "pipeline/scheduler/scheduler_config.json",
+               "pipeline/text_encoder/config.json", "pipeline/pipeline.json", "pipeline/unet/config.json",
+               "pipeline/unet/weights.sha256.json"]
+    assert sorted(k for k in files if k.startswith("pipeline/")) == sorted(written + list(
+        k for k in files if k.endswith(".safetensors")))
+    assert "refreshed" not in manifest                                # everything written by the engine and shipping
 
 
 def test_refresh_manifest_adds_new_files_and_refuses_changed_ones(tmp_path):
@@ -95,10 +97,14 @@ def test_retrain_world_reuses_a_run_of_the_default_recipe_only(tmp_path):
 
     (tmp_path / "pipeline").mkdir()
     (tmp_path / "pipeline" / "pipeline.json").write_text("{}")
-    cfg = {**TrainConfig(out=str(tmp_path)).to_dict(), "threads": 1, "environment": {"threads": 1}}
-    cfg.pop("split_depthwise")
+    cfg = {**TrainConfig(out=str(tmp_path)).to_dict(), "threads": 2, "environment": {"threads": 2}}
     (tmp_path / "train_config.json").write_text(json.dumps(cfg))
     assert ensure_world_model(tmp_path, retrain=True) == tmp_path / "pipeline"
-    (tmp_path / "train_config.json").write_text(json.dumps({**cfg, "split_depthwise": True}))
+    (tmp_path / "train_config.json").write_text(json.dumps({**cfg, "split_depthwise": False}))
+    with pytest.raises(ValueError, match="another recipe than the default"):
+        ensure_world_model(tmp_path, retrain=True)
+    # a run of the first recipe (written before processes and split_depthwise existed: 1 process, no split)
+    old = {k: v for k, v in cfg.items() if k not in ("processes", "split_depthwise")}
+    (tmp_path / "train_config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="another recipe than the default"):
         ensure_world_model(tmp_path, retrain=True)
