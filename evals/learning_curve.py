@@ -112,12 +112,13 @@ def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: l
         step = int(ck.name.split("-")[1])
         dest = run / "curve" / ck.name
         pipe = checkpoint_pipeline(ck, run, dest)
+        reused = (dest / "geneval.json").exists() and (fid_args is None or (dest / "fid.json").exists())
         g = _score("geneval", pipe, dest / "geneval.json", geneval_args)
         point = {"step": step, "images_seen": images_seen(train_cfg, step),
                  "train_wall_s": wall_time_at(run, step), "geneval_overall": g["scores"]["geneval_overall"]["value"],
                  "geneval_ci95": g["scores"]["geneval_overall"]["ci95"],
                  "geneval_tasks": {t: v["accuracy"] for t, v in g["details"]["tasks"].items()},
-                 "geneval_record": str(dest / "geneval.json")}
+                 "geneval_record": str(dest / "geneval.json"), "reused": reused}
         if fid_args is not None:
             f = _score("fid", pipe, dest / "fid.json", fid_args)
             key = next(k for k in f["scores"] if k.startswith("fid"))
@@ -126,6 +127,8 @@ def curve(run: Path, name: str, every: int, geneval_args: list[str], fid_args: l
         points.append(point)
         print(f"step {step:6d}: GenEval {point['geneval_overall']:.3f} {point['geneval_ci95']}"
               + (f"  FID {point['fid']:.1f}" if "fid" in point else ""), flush=True)
+    print(f"{sum(p['reused'] for p in points)} of {len(points)} points reused from earlier runs of this command "
+          "(their scoring time is not in this record's wall_time_s)", flush=True)
     return {"run": str(run), "name": name, "train_config": train_cfg, "points": points,
             "protocol_geneval": g["protocol"], "protocol_fid": f["protocol"] if fid_args is not None else None}
 

@@ -237,3 +237,22 @@ def test_learning_curve_counts_the_images_of_every_process():
 
     assert images_seen({"batch_size": 16, "processes": 2}, 3000) == 96_000
     assert images_seen({"batch_size": 16, "grad_accum": 2}, 10) == 320            # runs recorded before processes
+
+
+@pytest.mark.slow
+def test_learning_curve_of_a_run_written_by_todays_engine(tmp_path, micro_config, monkeypatch):
+    """`python -m evals.learning_curve` end to end on a 2-process-recipe-shaped run: every checkpoint scored, images
+    seen counted over every process, and a rerun reuses the scored points and says so."""
+    from evals.learning_curve import main as curve_main
+    from snapgen.records import read_record
+
+    monkeypatch.setenv("SNAPGEN_CACHE", str(tmp_path / "cache"))
+    run = train(_cfg(tmp_path / "r", micro_config, steps=2, ckpt_every=1), progress=False)
+    args = [str(run), "--no-fid", "--steps", "1", "--n-per-prompt", "1", "--threads", "1", "--out",
+            str(tmp_path / "curve.json")]
+    assert curve_main(args) == 0
+    points = read_record(tmp_path / "curve.json")["details"]["points"]
+    assert [p["step"] for p in points] == [1, 2] and [p["images_seen"] for p in points] == [4, 8]
+    assert not any(p["reused"] for p in points)
+    assert curve_main(args) == 0
+    assert all(p["reused"] for p in read_record(tmp_path / "curve.json")["details"]["points"])
