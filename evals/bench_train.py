@@ -40,8 +40,8 @@ def parse_launch(text: str) -> tuple[int, int]:
 def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, steps: int, warmup: int,
          processes: int = 1) -> float:
     """Median seconds per optimizer step after warm-up (a fresh process per setting: accelerate's state,
-    e.g. its mixed precision, is fixed once per process). ``processes`` > 1 launches that many gloo ranks with
-    ``torch.distributed.run`` (rank 0 writes the log; every rank runs the same step)."""
+    e.g. its mixed precision, is fixed once per process). With ``processes`` > 1 ``snapgen.train`` launches that many
+    gloo ranks itself under ``torch.distributed.run`` (rank 0 writes the log; every rank runs the same step)."""
     import os
     import subprocess
     import sys
@@ -51,10 +51,8 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
                 f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
                 f"processes={processes}", "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
-        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-                    if processes > 1 else [sys.executable])     # --standalone: a free local rendezvous port
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        done = subprocess.run([*launcher, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
+        done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
                               capture_output=True, text=True, env=env)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]

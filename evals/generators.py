@@ -99,11 +99,15 @@ class SnapGenGenerator(Generator):
 
     def protocol(self):
         return {"generator": "snapgen", "checkpoint": str(self.path) if self.path else "in-memory",
-                "checkpoint_sha256": (sha256_dir(self.path, ("*.safetensors", "*.json")) if self.path
-                                      else self.weights_sha256),
+                "checkpoint_sha256": checkpoint_sha256(self.path) if self.path else self.weights_sha256,
                 "steps": self.steps, "guidance": self.guidance, "sampler": "euler (rectified flow)",
                 "shift": self.pipe.pipeline_config.shift, "resolution": self.resolution, "negative_prompt": None,
                 "threads": self.threads, **self.pipe.protocol(), **_inference_card(self.inference)}
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """The content hash a record gives a checkpoint folder: every ``*.json`` and ``*.safetensors`` under it."""
+    return sha256_dir(path, ("*.safetensors", "*.json"))
 
 
 def _inference_card(opts) -> dict:
@@ -182,8 +186,8 @@ class DiffusersGenerator(Generator):
     def protocol(self):
         return {"generator": "diffusers", "class": type(self.pipe).__name__,
                 "checkpoint": str(self.path) if self.path else "in-memory",
-                "checkpoint_sha256": (sha256_dir(self.path, ("*.json", "*.safetensors")) if self.path
-                                      else self.weights_sha256), "steps": self.steps,
+                "checkpoint_sha256": checkpoint_sha256(self.path) if self.path else self.weights_sha256,
+                "steps": self.steps,
                 "guidance": self.guidance, "resolution": self.resolution, "negative_prompt": self.negative_prompt,
                 "sampler": type(self.pipe.scheduler).__name__, "threads": self.threads,
                 **_inference_card(self.inference)}

@@ -28,11 +28,10 @@ from snapgen.records import read_record, write_record
 def checkpoint_key(ckpt: str, threads: int, n_per_prompt: int) -> dict:
     """What a cell record must have been made from to be reused: the checkpoint's content hash (as the harness
     records it), the generation threads and the images per prompt."""
-    from evals.generators import SHIPPED_WORLD
-    from snapgen.io import sha256_dir
+    from evals.generators import SHIPPED_WORLD, checkpoint_sha256
 
     path = SHIPPED_WORLD / "pipeline" if ckpt == "world-tiny" else Path(ckpt)
-    sha = sha256_dir(path, ("*.safetensors", "*.json")) if path.is_dir() else None
+    sha = checkpoint_sha256(path) if path.is_dir() else None
     return {"checkpoint_sha256": sha, "threads": threads, "images_per_prompt": n_per_prompt}
 
 
