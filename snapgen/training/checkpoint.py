@@ -101,12 +101,13 @@ def check_resumable(ck: Path, config: dict, keys: tuple[str, ...], objective: st
 HARMLESS_KEYS = ("out", "threads", "stop_at", "log_every", "cpu")
 
 
-def check_not_finished_elsewise(ck: Path, config: dict, total_steps: int) -> None:
+def check_not_finished_elsewise(ck: Path, config: dict, total_steps: int, legacy: dict | None = None) -> None:
     """A run whose latest checkpoint reached its ``steps`` is finished: pointing a command with other settings
     at it refuses (naming the differing keys) instead of rewriting its train_config.json over the old weights.
-    Raising ``steps`` alone extends it (an ordinary resume); ``HARMLESS_KEYS`` may differ."""
+    Raising ``steps`` alone extends it (an ordinary resume); ``HARMLESS_KEYS`` may differ. ``legacy`` as in
+    :func:`check_resumable` (a field the saved config lacks meant that value)."""
     state = read_state(ck)
-    saved = json.loads(json.dumps(state.get("config", {})))
+    saved = json.loads(json.dumps({**(legacy or {}), **state.get("config", {})}))
     if int(state.get("step", 0)) < int(saved.get("steps", total_steps)):
         return
     now = json.loads(json.dumps(config))

@@ -190,8 +190,9 @@ def preflight(objective, loop: LoopConfig, config: dict, resume: bool = True) ->
     check_writable_dir(loop.out)
     ck = latest_checkpoint(Path(loop.out)) if resume else None
     if ck is not None:
-        check_not_finished_elsewise(ck, config, loop.steps)
-        check_resumable(ck, config, objective.resume_keys, objective.name, getattr(objective, "legacy_values", None))
+        legacy = getattr(objective, "legacy_values", None)
+        check_not_finished_elsewise(ck, config, loop.steps, legacy)
+        check_resumable(ck, config, objective.resume_keys, objective.name, legacy)
     return ck
 
 

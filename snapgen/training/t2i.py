@@ -53,6 +53,9 @@ class TrainConfig:
     shift: float = 1.0                      # timestep shift
     seed: int = 0                           # training seed (init, samples, noise, timesteps, dropout)
     world_seed: int = 0                     # synthetic world: scene seed
+    tag_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)  # data=world: training mix over the GenEval tasks
+                                            # (snapgen.data.world.GENEVAL_TAGS order: single_object, two_object,
+                                            # counting, colors, position, color_attr); the held-out split is unchanged
     log_every: int = 25                     # JSONL log period (steps)
     ckpt_every: int = 250                   # checkpoint period (steps); the last step always checkpoints
     keep_ckpts: int = 20                    # checkpoints kept on disk (all of the recipe's: its learning curve)
@@ -68,6 +71,16 @@ class TrainConfig:
 
     def __post_init__(self):
         check_ranges(self)                  # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)
+        from snapgen.data.world import GENEVAL_TAGS
+
+        w = self.tag_weights
+        if len(w) != len(GENEVAL_TAGS) or min(w) < 0 or sum(w) <= 0:
+            raise ValueError(f"tag_weights={','.join(map(str, w))}: give {len(GENEVAL_TAGS)} non-negative weights, not "
+                             f"all zero, one per task in the order {','.join(GENEVAL_TAGS)} "
+                             "(e.g. --set tag_weights=1,1,1.5,0.5,2,2)")
+        if self.data != "world" and tuple(w) != (1.0,) * len(GENEVAL_TAGS):
+            raise ValueError(f"tag_weights is the mix of the synthetic world's tasks; data={self.data!r} has no tasks: "
+                             "drop --set tag_weights or train with data=world")
 
     def check_world_size(self) -> "TrainConfig":
         """The run's world size (``WORLD_SIZE`` of torchrun / accelerate launch; 1 without a launcher) must equal
@@ -115,12 +128,13 @@ class TrainConfig:
 
 
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
-RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "processes", "grad_accum", "seed", "vae")
+RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "processes", "grad_accum", "seed", "vae",
+               "tag_weights")
 
 # Fields added to TrainConfig after runs were recorded, each with the value that reproduces the code those runs were
 # trained with: a stored config (a record, a shipped checkpoint) without the field meant this value, whatever the
 # field's default is today. A rerun of an old run passes these explicitly (``ablations ladder --verify``).
-LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1}
+LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1, "tag_weights": [1.0] * 6}
 
 
 def stored_recipe(train_config: dict) -> dict:
@@ -186,7 +200,8 @@ def build_dataset(cfg: TrainConfig):
     if kind == "world":
         from snapgen.data.world import WorldConfig, WorldDataset
 
-        ds = WorldDataset(WorldConfig(resolution=cfg.resolution), seed=cfg.world_seed, length=10**9)
+        ds = WorldDataset(WorldConfig(resolution=cfg.resolution, tag_weights=cfg.tag_weights), seed=cfg.world_seed,
+                          length=10**9)
     elif kind == "world-class":                 # the world's ImageNet: 40 shape x colour labels (unet cond="class")
         from snapgen.data.world import WorldConfig, WorldDataset
 
