@@ -2,6 +2,12 @@
 
     python -m evals.sampler_sweep --ckpt world-tiny --guidance 2 3 4.5 --steps 10 20 40     # the full grid
     python -m evals.sampler_sweep --ckpt world-tiny --cells 2:20 4.5:20 3:10 3:40          # a cross through the default
+    python -m evals.sampler_sweep --ckpt world-tiny --cells 2:20 --world-split in_distribution   # choose on training
+                                                                                  # compositions, report held out
+
+Choosing a sampler setting on the held-out prompts and reporting it on the same prompts is optimistic;
+``--world-split in_distribution`` sweeps the training compositions (fresh seeds and layouts: a validation split),
+so a setting chosen there can be reported on the held-out split without selection bias.
 
 Every cell is a normal ``python -m evals.run geneval`` run (same prompts and seeds, so cells are paired);
 cell records go to ``results/world/sampler_sweep/``, the summary (overall + 95% CI per cell, and the paired
@@ -25,14 +31,14 @@ from snapgen.paths import display, results_dir
 from snapgen.records import read_record, write_record
 
 
-def checkpoint_key(ckpt: str, threads: int, n_per_prompt: int) -> dict:
+def checkpoint_key(ckpt: str, threads: int, n_per_prompt: int, split: str = "heldout") -> dict:
     """What a cell record must have been made from to be reused: the checkpoint's content hash (as the harness
-    records it), the generation threads and the images per prompt."""
+    records it), the generation threads, the images per prompt and the prompts' split."""
     from evals.generators import SHIPPED_WORLD, checkpoint_sha256
 
     path = SHIPPED_WORLD / "pipeline" if ckpt == "world-tiny" else Path(ckpt)
     sha = checkpoint_sha256(path) if path.is_dir() else None
-    return {"checkpoint_sha256": sha, "threads": threads, "images_per_prompt": n_per_prompt}
+    return {"checkpoint_sha256": sha, "threads": threads, "images_per_prompt": n_per_prompt, "split": split}
 
 
 def cell_key(rec: dict) -> dict:
@@ -40,7 +46,8 @@ def cell_key(rec: dict) -> dict:
     sha = gen.get("checkpoint_sha256") if isinstance(gen.get("checkpoint_sha256"), str) and \
         gen.get("checkpoint") not in (None, "in-memory") else None
     return {"checkpoint_sha256": sha, "threads": gen.get("threads"),
-            "images_per_prompt": rec["protocol"].get("images_per_prompt")}
+            "images_per_prompt": rec["protocol"].get("images_per_prompt"),
+            "split": (rec["protocol"].get("prompts") or {}).get("split")}
 
 
 def geneval_units(rec: dict, path: str | Path) -> dict:
@@ -111,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the reference cell of the paired differences")
     p.add_argument("--n-per-prompt", type=positive_int, default=4)
     p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--world-split", choices=("heldout", "in_distribution"), default="heldout",
+                   help="the prompts swept: held-out compositions (default) or training compositions (a validation "
+                        "split for choosing a setting without looking at the held-out prompts)")
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
     if a.cells and (a.guidance or a.steps):        # the grid would be silently replaced by the cells
@@ -120,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.ckpt.strip():
         raise ValueError("--ckpt '': empty checkpoint; pass a pipeline folder or world-tiny (the default)")
     guidance, steps = a.guidance or [2.0, 3.0, 4.5], a.steps or [10, 20, 40]
-    name = a.name or a.ckpt.replace("/", "-")
+    name = (a.name or a.ckpt.replace("/", "-")) + ("" if a.world_split == "heldout" else f"-{a.world_split}")
     t0 = time.time()
     grid = [parse_cell(c, "--cells") for c in a.cells] if a.cells else [(g, s) for g in guidance for s in steps]
     ref_key = parse_cell(f"{a.default[0]}:{a.default[1]}", "--default")
     grid = list(dict.fromkeys([ref_key] + grid))
     cells = {}
-    want = checkpoint_key(a.ckpt, a.threads, a.n_per_prompt)
+    want = checkpoint_key(a.ckpt, a.threads, a.n_per_prompt, a.world_split)
     for g, s in grid:
         out = results_dir("world", "sampler_sweep") / f"{name}-g{g:g}-s{s}.json"
         if out.exists() and cell_key(read_record(out)) != want:   # another checkpoint's (or setting's) cell
@@ -135,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink()
         if not out.exists():
             rc = run_main(["geneval", "--ckpt", a.ckpt, "--guidance", str(g), "--steps", str(s), "--threads",
-                           str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--out", str(out),
-                           "--no-progress"])
+                           str(a.threads), "--n-per-prompt", str(a.n_per_prompt), "--world-split", a.world_split,
+                           "--out", str(out), "--no-progress"])
             if rc != 0:
                 print(f"error: geneval exited {rc} for guidance {g}, steps {s}", file=sys.stderr)
                 return rc
