@@ -36,10 +36,12 @@ def render(root: Path, allow_dirty: bool = False) -> str:
         for path, r in recs.items():
             r = {**r, "_dirty": path in dirty}
             cells.setdefault(r["protocol"]["cell"], {})[r["protocol"]["seed"]] = r
-        b = next(iter(recs.values()))["protocol"]["budget"]
+        first = next(iter(recs.values()))["protocol"]
+        b, procs = first["budget"], first.get("recipe_defaults", {}).get("processes", 1)
+        per = f"batch {b['batch_size']} per process x {procs} processes" if procs != 1 else f"batch {b['batch_size']}"
         lines += [f"## {study}", "",
-                  f"Budget: {b['steps']} steps x batch {b['batch_size']} (per cell unless a cell changes it), "
-                  f"{b['threads']} thread(s) per job; GenEval {b['n_per_prompt']} images x {b['prompts_per_tag']} "
+                  f"Budget: {b['steps']} steps x {per} (per cell unless a cell changes it), "
+                  f"{b['threads']} thread(s) per process; GenEval {b['n_per_prompt']} images x {b['prompts_per_tag']} "
                   f"held-out prompts per task; FID {b['fid_n']} images; {b['sample_steps']} sampling steps, "
                   f"guidance {b['guidance']}.", "",
                   "| cell | seeds | train wall (min) | GenEval-world [95% CI] | Δ GenEval [95% CI] | p | FID-world [95% CI] "
