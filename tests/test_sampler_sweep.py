@@ -10,6 +10,20 @@ from snapgen.paths import REPO_ROOT
 CELL = REPO_ROOT / "results" / "world" / "sampler_sweep" / "world-tiny-g3-s20.json"
 
 
+def _stub_harness(monkeypatch) -> list:
+    """``evals.run.main`` replaced by a stub that records its argv and stops the sweep (no generation)."""
+    import evals.run
+
+    calls = []
+
+    def fake_run(argv):
+        calls.append(argv)
+        raise RuntimeError("rescored")
+
+    monkeypatch.setattr(evals.run, "main", fake_run)
+    return calls
+
+
 def test_a_cell_of_other_weights_is_rescored_not_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path / "res"))
     folder = tmp_path / "res" / "world" / "sampler_sweep"
@@ -20,15 +34,7 @@ def test_a_cell_of_other_weights_is_rescored_not_reused(tmp_path, monkeypatch):
     # the same record, as if made from other weights (the sweep of an earlier world-tiny)
     rec["protocol"]["generator"]["checkpoint_sha256"] = "0" * 64
     (folder / "world-tiny-g3-s20.json").write_text(json.dumps(rec))
-    calls = []
-
-    def fake_run(argv):
-        calls.append(argv)
-        raise RuntimeError("rescored")
-
-    import evals.run
-
-    monkeypatch.setattr(evals.run, "main", fake_run)
+    calls = _stub_harness(monkeypatch)
     with pytest.raises(RuntimeError, match="rescored"):
         sampler_sweep.main(["--ckpt", "world-tiny", "--cells", "3:20", "--threads", "1"])
     assert calls and calls[0][:3] == ["geneval", "--ckpt", "world-tiny"]
@@ -54,15 +60,7 @@ def test_in_distribution_sweep_is_its_own_cells(tmp_path, monkeypatch):
     assert sampler_sweep.cell_key(rec) != sampler_sweep.checkpoint_key("world-tiny", 1, 4, "in_distribution")
     # placed under the in-distribution cell's own name: rescored, with the split passed to the harness
     (folder / "world-tiny-in_distribution-g3-s20.json").write_text(json.dumps(rec))
-    calls = []
-
-    def fake_run(argv):
-        calls.append(argv)
-        raise RuntimeError("rescored")
-
-    import evals.run
-
-    monkeypatch.setattr(evals.run, "main", fake_run)
+    calls = _stub_harness(monkeypatch)
     with pytest.raises(RuntimeError, match="rescored"):
         sampler_sweep.main(["--ckpt", "world-tiny", "--cells", "3:20", "--threads", "1",
                             "--world-split", "in_distribution"])
