@@ -126,8 +126,7 @@ class WorldConfig:
             raise ValueError(f"need 2 <= min_count <= max_objects, got {self.min_count}, {self.max_objects}")
         if self.max_objects + 1 not in NUMBER_WORDS:
             raise ValueError(f"max_objects must be < {max(NUMBER_WORDS)}")
-        if len(self.tag_weights) != len(GENEVAL_TAGS) or min(self.tag_weights) < 0 or sum(self.tag_weights) <= 0:
-            raise ValueError(f"tag_weights needs {len(GENEVAL_TAGS)} non-negative weights, not all zero")
+        check_tag_weights(self.tag_weights)
         for kind in self.heldout_singles:
             _check_vocab(kind, None, "heldout_singles")
         for kind, color in self.heldout_bindings:
@@ -144,6 +143,15 @@ class WorldConfig:
         near = min(np.linalg.norm(bg - np.array(c, float)) for c in WORLD_COLORS.values())
         if near < 60:
             raise ValueError(f"background {self.background} is within {near:.0f} of a palette colour")
+
+
+def check_tag_weights(w) -> None:
+    """A training mix over ``GENEVAL_TAGS``: one non-negative weight per task, not all zero (else ValueError naming
+    the field, the order and an example)."""
+    if len(w) != len(GENEVAL_TAGS) or min(w) < 0 or sum(w) <= 0:
+        raise ValueError(f"tag_weights={','.join(map(str, w))}: give {len(GENEVAL_TAGS)} non-negative weights, not "
+                         f"all zero, one per task in the order {','.join(GENEVAL_TAGS)} "
+                         "(e.g. --set tag_weights=1,1,1.5,0.5,2,2)")
 
 
 def _check_vocab(kind: str, color: str | None, field_name: str) -> None:

@@ -71,14 +71,10 @@ class TrainConfig:
 
     def __post_init__(self):
         check_ranges(self)                  # steps >= 1, lr > 0 and finite, ... (snapgen.training.config.RANGES)
-        from snapgen.data.world import GENEVAL_TAGS
+        from snapgen.data.world import GENEVAL_TAGS, check_tag_weights
 
-        w = self.tag_weights
-        if len(w) != len(GENEVAL_TAGS) or min(w) < 0 or sum(w) <= 0:
-            raise ValueError(f"tag_weights={','.join(map(str, w))}: give {len(GENEVAL_TAGS)} non-negative weights, not "
-                             f"all zero, one per task in the order {','.join(GENEVAL_TAGS)} "
-                             "(e.g. --set tag_weights=1,1,1.5,0.5,2,2)")
-        if self.data != "world" and tuple(w) != (1.0,) * len(GENEVAL_TAGS):
+        check_tag_weights(self.tag_weights)              # the world's own check (WorldConfig makes it too)
+        if self.data != "world" and tuple(self.tag_weights) != (1.0,) * len(GENEVAL_TAGS):
             raise ValueError(f"tag_weights is the mix of the synthetic world's tasks; data={self.data!r} has no tasks: "
                              "drop --set tag_weights or train with data=world")
 
