@@ -1,6 +1,6 @@
-"""Statistics on evaluation records: bootstrap CIs over prompts, the prompt-set hash, paired differences between
-two records that share prompts and seeds, and the schema-1 converter of evaluation records. The envelope itself
-is ``snapgen.records``; comparison of records is ``evals.compare``."""
+"""Statistics on evaluation records: bootstrap CIs (over prompts, and over images within prompts), the prompt-set
+hash, paired differences between two records that share prompts and seeds, and the schema-1 converter of
+evaluation records. The envelope itself is ``snapgen.records``; comparison of records is ``evals.compare``."""
 from __future__ import annotations
 
 import json
@@ -40,6 +40,39 @@ def bootstrap_ci(groups: dict[str, list[float]] | list[float], statistic: Callab
             stats[b] = statistic({k: a[rng.integers(0, len(a), len(a))] for k, a in arrays.items()})
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def two_stage_ci(tasks: dict[str, list[list[float]]], sampled: set[str] | frozenset[str] = frozenset(),
+                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap CIs of a GenEval-style score (the mean over tasks of each task's mean over prompts of
+    the prompt's mean over its images) that resample the images of every prompt, and the prompts themselves only
+    in the tasks of ``sampled``.
+
+    ``tasks``: task -> one list of per-image outcomes (0/1) per prompt. A task whose prompts are every prompt of its
+    pool (a census: the world's held-out single-object prompts are exactly two) keeps its prompts, since no other
+    prompt of that task exists to draw; the variation left there is which images the sampler happened to draw. A
+    task scored on a sample of a larger pool (``sampled``) resamples prompts, then images within each drawn prompt.
+    With few images per prompt the image stage understates the spread (a prompt whose images all agree adds none),
+    so use enough images per prompt. Returns {"overall": (lo, hi), task: (lo, hi)}.
+    """
+    unknown = set(sampled) - set(tasks)
+    if unknown:
+        raise ValueError(f"sampled tasks {sorted(unknown)} have no prompts in the record")
+    rng = np.random.default_rng(seed)
+    arrays = {t: [np.asarray(v, dtype=float) for v in prompts if len(v)] for t, prompts in tasks.items()}
+    arrays = {t: a for t, a in arrays.items() if a}
+    if not arrays:
+        return {"overall": (float("nan"), float("nan"))}
+    per_task = {t: np.empty(n_boot) for t in arrays}
+    for b in range(n_boot):
+        for t, prompts in arrays.items():
+            idx = rng.integers(0, len(prompts), len(prompts)) if t in sampled else range(len(prompts))
+            per_task[t][b] = np.mean([prompts[i][rng.integers(0, len(prompts[i]), len(prompts[i]))].mean()
+                                      for i in idx])
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    out = {"overall": tuple(float(x) for x in np.quantile(np.mean(list(per_task.values()), axis=0), q))}
+    out.update({t: tuple(float(x) for x in np.quantile(v, q)) for t, v in per_task.items()})
+    return out
 
 
 def prompt_set_hash(items: list[Any]) -> str:

@@ -22,7 +22,8 @@ def test_oracle_scores_one_noise_scores_zero_and_record_has_protocol_card(tmp_pa
         assert key in p, key
     assert rec["environment"]["versions"]["torch"] and rec["details"]["wall_time_s"] > 0
     rows = [json.loads(x) for x in open(tmp_path / "rec.samples.jsonl")]
-    assert len(rows) == 12 * 4 and all({"correct", "reason", "filename"} <= set(r) for r in rows)
+    assert p["images_per_prompt"] == 8                       # the world's default (official GenEval: 4)
+    assert len(rows) == 12 * 8 and all({"correct", "reason", "filename"} <= set(r) for r in rows)
     rc, noise = _run(tmp_path, "--ckpt", "world-noise", "--limit", "12")
     assert noise["scores"]["geneval_overall"]["value"] < 0.05
 
@@ -52,10 +53,10 @@ def test_resume_after_a_kill_regenerates_nothing_that_is_finished(tmp_path):
 
 
 def test_images_flag_scores_an_official_layout_folder(tmp_path):
-    rc, rec = _run(tmp_path, "--ckpt", "world-oracle", "--limit", "6")
+    rc, rec = _run(tmp_path, "--ckpt", "world-oracle", "--limit", "6", "--n-per-prompt", "4")
     folder = rec["protocol"]["images_dir"]
     out = tmp_path / "again.json"
-    assert main(["geneval", "--images", folder, "--detector", "world", "--out", str(out)]) == 0
+    assert main(["geneval", "--images", folder, "--detector", "world", "--out", str(out)]) == 0   # official 4
     again = json.loads(out.read_text())
     assert again["scores"]["geneval_overall"] == rec["scores"]["geneval_overall"]
     assert again["protocol"]["prompt_set_sha256"] == rec["protocol"]["prompt_set_sha256"]

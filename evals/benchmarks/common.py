@@ -12,13 +12,16 @@ from snapgen.paths import cache_dir, results_dir
 IMAGES = cache_dir("images")   # generated images, keyed by generator + sampler + prompts + seeds (resumable)
 
 
-def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
+def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int, world_n_per_prompt: int | None = None) -> None:
+    """``world_n_per_prompt``: another default for generators of the synthetic world (``--n-per-prompt`` then
+    defaults to None; the plugin resolves it with ``resolve_n_per_prompt``)."""
     g = p.add_argument_group("generation (ignored with --images)")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="snapgen pipeline dir | diffusers pipeline dir | world-tiny | world-oracle | world-noise")
     src.add_argument("--images", help="score images that already exist, in the benchmark's official layout")
-    g.add_argument("--n-per-prompt", type=positive_int, default=n_per_prompt,
-                   help=f"images per prompt (official: {n_per_prompt})")
+    world = f"; generators of the synthetic world: {world_n_per_prompt}" if world_n_per_prompt else ""
+    g.add_argument("--n-per-prompt", type=positive_int, default=None if world_n_per_prompt else n_per_prompt,
+                   help=f"images per prompt (default: the official {n_per_prompt}{world})")
     g.add_argument("--seed", type=nonnegative_int, default=0, help="base seed; sample seed = f(prompt id, sample index, seed)")
     g.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the pipeline's)")
     g.add_argument("--guidance", type=nonnegative_float, default=None,
@@ -49,6 +52,13 @@ def add_generation_args(p: argparse.ArgumentParser, n_per_prompt: int) -> None:
     o.add_argument("--name", default=None, help="run name (default: derived from the generator and protocol)")
     o.add_argument("--dry-run", action="store_true", help="print the protocol and paths, generate and score nothing")
     o.add_argument("--no-progress", action="store_true")
+
+
+def resolve_n_per_prompt(args, official: int, world: int, domain: str, generating: bool) -> int:
+    """``--n-per-prompt`` when not given: ``world`` for a world generator, else the benchmark's official count."""
+    if args.n_per_prompt is None:
+        args.n_per_prompt = world if domain == "world" and generating else official
+    return args.n_per_prompt
 
 
 DEFAULT_THREADS = 2         # generation threads: this project's reference machine has 2 cores

@@ -10,13 +10,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
-                                     prompts_card, record_path, slug, split_protocol, split_suffix,
-                                     world_prompt_set)
-from evals.records import bootstrap_ci, prompt_set_hash
+                                     prompts_card, record_path, resolve_n_per_prompt, slug, split_protocol,
+                                     split_suffix, world_prompt_set)
+from evals.records import prompt_set_hash, two_stage_ci
 from snapgen.paths import display
 
 NAME = "geneval"
@@ -25,8 +24,14 @@ TASKS = ("single_object", "two_object", "counting", "colors", "position", "color
 OFFICIAL_METADATA = Path(__file__).resolve().parents[1] / "data" / "geneval" / "evaluation_metadata.jsonl"
 
 
+# The world's held-out set has 44 prompts (GenEval's file has 553), and five of its six tasks are a census of 2-12
+# prompts, so the CI's width comes from the images each prompt gets, and an image bootstrap over 4 images
+# under-states it (a prompt whose 4 images agree adds no width): world generators default to 8 (docs/world.md).
+WORLD_N_PER_PROMPT = 8
+
+
 def add_arguments(p) -> None:
-    add_generation_args(p, n_per_prompt=4)
+    add_generation_args(p, n_per_prompt=4, world_n_per_prompt=WORLD_N_PER_PROMPT)
     e = p.add_argument_group("evaluator")
     e.add_argument("--prompts", default=None, help="evaluation_metadata.jsonl (default: official 553, or the world's set "
                    "for world generators)")
@@ -38,15 +43,27 @@ def add_arguments(p) -> None:
     add_world_prompt_args(e)
 
 
-def _load_prompts(args, domain: str) -> tuple[list[dict], str, str]:
-    """(metadata, source, split)."""
+def _load_prompts(args, domain: str) -> tuple[list[dict], str, str, dict[str, int]]:
+    """(metadata, source, split, pool): ``pool`` counts each task's prompts in the set the prompts come from
+    (the whole file, or the world split's every composition), so a task scored on all of them is a census."""
     if args.prompts:
         rows = [json.loads(x) for x in Path(args.prompts).read_text().splitlines() if x.strip()]
-        return rows, str(args.prompts), "user"
+        return rows, str(args.prompts), "user", _count_tags(rows)
     if domain == "world":
-        return (*world_prompt_set(args), args.world_split)
+        from snapgen.data.world import GENEVAL_TAGS, WorldConfig, all_metadata
+
+        pool_split = "heldout" if args.world_split == "heldout" else "train"
+        pool = {t: len(all_metadata(t, WorldConfig(), pool_split)) for t in GENEVAL_TAGS}
+        return (*world_prompt_set(args), args.world_split, pool)
     rows = [json.loads(x) for x in OFFICIAL_METADATA.read_text().splitlines() if x.strip()]
-    return rows, "official-553", "official"
+    return rows, "official-553", "official", _count_tags(rows)
+
+
+def _count_tags(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["tag"]] = out.get(r["tag"], 0) + 1
+    return out
 
 
 def _evaluator(args, domain: str):
@@ -77,20 +94,26 @@ def _evaluator(args, domain: str):
     return det, clf, info
 
 
-def geneval_scores(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """Official summary + bootstrap 95% CIs over prompts (stratified by task) for overall and each task."""
+def geneval_scores(rows: list[dict], pool: dict[str, int] | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Official summary + bootstrap 95% CIs (``evals.records.two_stage_ci``) for overall and each task: images are
+    resampled within each prompt, and prompts within each task that samples a larger pool (``pool``: task -> prompts
+    the set was drawn from; None = every task is a sample). ``summary["bootstrap"]`` says which tasks were a census."""
     from evals.geneval.rules import summarize
 
     summary = summarize(rows)
-    per_prompt: dict[str, dict[int, list[bool]]] = {}
+    per_prompt: dict[str, dict[int, list[float]]] = {}
     for r in rows:
-        per_prompt.setdefault(r["tag"], {}).setdefault(r["prompt_index"], []).append(bool(r["correct"]))
-    strata = {t: [float(np.mean(v)) for v in d.values()] for t, d in per_prompt.items()}
-    lo, hi = bootstrap_ci(strata, lambda s: float(np.mean([a.mean() for a in s.values()])), n_boot, seed)
-    summary["overall_ci95"] = [lo, hi]
-    for t, vals in strata.items():
-        summary["tasks"][t]["ci95"] = list(bootstrap_ci(vals, n_boot=n_boot, seed=seed))
-        summary["tasks"][t]["prompts"] = len(vals)
+        per_prompt.setdefault(r["tag"], {}).setdefault(r["prompt_index"], []).append(float(bool(r["correct"])))
+    census = sorted(t for t, d in per_prompt.items() if pool is not None and len(d) >= pool.get(t, len(d) + 1))
+    cis = two_stage_ci({t: list(d.values()) for t, d in per_prompt.items()},
+                       sampled={t for t in per_prompt if t not in census}, n_boot=n_boot, seed=seed)
+    summary["overall_ci95"] = list(cis["overall"])
+    for t, d in per_prompt.items():
+        summary["tasks"][t]["ci95"] = list(cis[t])
+        summary["tasks"][t]["prompts"] = len(d)
+    summary["bootstrap"] = {"n": n_boot, "seed": seed, "method": "two-stage", "stratified_by": "task",
+                            "unit": "image within prompt; prompt within task unless the task is a census",
+                            "census_tasks": census, "pool": dict(pool) if pool is not None else None}
     return summary
 
 
@@ -112,7 +135,8 @@ class GenEval(Benchmark):
 
     def plan(self, args, gen) -> Plan:
         domain = domain_of(gen, args, "detector")
-        metadata, prompt_source, split = (None, None, "user") if args.images else _load_prompts(args, domain)
+        resolve_n_per_prompt(args, self.n_per_prompt, WORLD_N_PER_PROMPT, domain, gen is not None)
+        metadata, prompt_source, split, pool = (None, None, "user", None) if args.images else _load_prompts(args, domain)
         if metadata is not None and args.limit:
             metadata = metadata[: args.limit]
         gen_protocol = gen.protocol() if gen else {"generator": "external images", "images": str(args.images)}
@@ -129,7 +153,7 @@ class GenEval(Benchmark):
             jobs = geneval_jobs(metadata, folder, args.n_per_prompt, args.seed)
         info = {"prompts": prompt_source, "n_prompts": len(metadata) if metadata else None, "generator": gen_protocol}
         state = {"metadata": metadata, "domain": domain, "gen_protocol": gen_protocol, "gen": gen, "split": split,
-                 "prompt_source": prompt_source}
+                 "prompt_source": prompt_source, "pool": pool}
         if not args.dry_run:
             state["evaluator"] = _evaluator(args, domain)          # a bad --detector fails before generating
         return Plan(name, record_path(args, "geneval", name), folder, jobs, {}, info, state)
@@ -151,7 +175,7 @@ class GenEval(Benchmark):
                              "the right --n-per-prompt, or --allow-incomplete to score what is there (the record "
                              "then counts what was missing)")
         rows, _ = score_folder(plan.folder, det, clf)
-        summary = geneval_scores(rows)
+        summary = geneval_scores(rows, plan.state["pool"])
         all_meta = [m for _, m, _ in list_samples(plan.folder)]
         gen = plan.state["gen"]
         sampler, generator = split_protocol(plan.state["gen_protocol"])
@@ -164,7 +188,7 @@ class GenEval(Benchmark):
             "resolution": gen.resolution if gen else None,
             "evaluator": {"rules": "GenEval official (threshold 0.3, counting 0.9, max 16, NMS off, position 0.1)",
                           **ev_info},
-            "scoring_mode": "official", "bootstrap": {"n": 1000, "seed": 0, "unit": "prompt", "stratified_by": "task"}})
+            "scoring_mode": "official", "bootstrap": summary["bootstrap"]})
         for r in rows:
             r["details"] = compact_details(r.get("details"))      # kept boxes + colours: the report draws them
         details = {"tasks": summary["tasks"], "images": summary["images"], "missing_tasks": summary["missing_tasks"],
