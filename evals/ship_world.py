@@ -3,6 +3,7 @@
     python -m snapgen.train --out runs/world-tiny                 # the project's recipe (TrainConfig defaults)
     python -m evals.ship_world runs/world-tiny                    # -> snapgen/weights/world-tiny/ (+ held-out scores)
     python -m evals.ship_world --refresh-manifest                 # list files added to pipeline/ since shipping
+    python -m evals.ship_world --rescore                          # held-out scores again, under today's protocol
 
 The folder holds ``pipeline/`` (the EMA pipeline the run wrote), ``train_config.json`` and ``log.jsonl`` of the
 run, ``manifest.json`` (sha256 of every shipped file, checked on every load of ``--ckpt world-tiny``) and
@@ -129,22 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refresh-manifest", action="store_true",
                    help="no run: add files new under DEST/pipeline to DEST/manifest.json (listed files must still "
                         "match their sha256)")
+    p.add_argument("--rescore", action="store_true",
+                   help="no run: measure the shipped files' held-out scores again (heldout_scores.json and the sample "
+                        "figure) with the harness's current protocol; the weights and the manifest are not touched")
     a, extra = p.parse_known_args(argv)
-    if a.refresh_manifest == (a.run is not None) or (a.refresh_manifest and extra):
-        p.error("pass a run folder (and GenEval options), or --refresh-manifest alone")
+    if extra:                                     # a typo would fail only after shipping
+        from evals.api import get_benchmark, parser_for
+
+        geneval = parser_for(get_benchmark("geneval"))
+        geneval.prog = "python -m evals.ship_world (options passed to python -m evals.run geneval)"
+        geneval.parse_args(["--ckpt", "world-tiny", *extra])
+    if a.rescore and (a.run is not None or a.refresh_manifest or a.no_score):
+        p.error("--rescore measures the shipped files: pass no run folder, --refresh-manifest or --no-score with it")
+    if not a.rescore and (a.refresh_manifest == (a.run is not None) or (a.refresh_manifest and extra)):
+        p.error("pass a run folder (and GenEval options), --refresh-manifest alone, or --rescore")
     if a.run is not None:                         # before the copy replaces DEST, not after
         if a.no_score and extra:
             p.error(f"{' '.join(extra)}: GenEval options do nothing with --no-score; drop them, or drop --no-score")
         if not a.no_score and Path(a.dest).resolve() != SHIPPED_WORLD.resolve():
             p.error(f"--dest {a.dest}: the held-out scores are measured through --ckpt world-tiny, which reads "
                     f"{SHIPPED_WORLD}; pass --no-score to ship elsewhere, or leave --dest out")
-        if extra:                                 # a typo would fail only after shipping
-            from evals.api import get_benchmark, parser_for
-
-            geneval = parser_for(get_benchmark("geneval"))
-            geneval.prog = "python -m evals.ship_world (options passed to python -m evals.run geneval)"
-            geneval.parse_args(["--ckpt", "world-tiny", *extra])
     try:
+        if a.rescore:
+            s = score(Path(a.dest), extra)
+            print(f"held-out GenEval-world {s['overall']:.3f} {s['overall_ci95']} -> {a.dest}/heldout_scores.json")
+            return 0
         if a.refresh_manifest:
             added = refresh_manifest(Path(a.dest))
             print(f"{a.dest}/manifest.json: added {added}" if added else f"{a.dest}/manifest.json: nothing new")
