@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fid-n", type=positive_int, default=512, help="FID-world generated images = held-out renders")
     p.add_argument("--sample-steps", type=positive_int, default=None, help="sampling steps (default: the recipe's)")
     p.add_argument("--prompts-per-tag", type=positive_int, default=12, help="held-out prompts per GenEval task")
-    p.add_argument("--n-per-prompt", type=positive_int, default=4, help="GenEval images per prompt")
+    p.add_argument("--n-per-prompt", type=positive_int, default=8,
+                   help="GenEval images per prompt (default 8, the world's default; studies begun before it used 4: "
+                        "pass --n-per-prompt 4 to add to them)")
     p.add_argument("--benchmarks", nargs="+", choices=("geneval", "fid"), default=["geneval", "fid"],
                    help="held-out GenEval-world is always scored (the paired table reads it); FID-world is optional")
     p.add_argument("--runs", type=Path, default=Path("runs/levers"), help="checkpoints, images, per-benchmark records")
