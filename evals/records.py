@@ -52,8 +52,9 @@ def two_stage_ci(tasks: dict[str, list[list[float]]], sampled: set[str] | frozen
     pool (a census: the world's held-out single-object prompts are exactly two) keeps its prompts, since no other
     prompt of that task exists to draw; the variation left there is which images the sampler happened to draw. A
     task scored on a sample of a larger pool (``sampled``) resamples prompts, then images within each drawn prompt.
-    With few images per prompt the image stage understates the spread (a prompt whose images all agree adds none),
-    so use enough images per prompt. Returns {"overall": (lo, hi), task: (lo, hi)}.
+    The image stage scales each resampled prompt mean's deviation by sqrt(n / (n - 1)) (the bootstrap's variance of
+    a mean of n is (n - 1) / n of the true one); a prompt whose images all agree still adds no width, so use enough
+    images per prompt. Bounds are clipped to [0, 1]. Returns {"overall": (lo, hi), task: (lo, hi)}.
     """
     unknown = set(sampled) - set(tasks)
     if unknown:
@@ -67,12 +68,25 @@ def two_stage_ci(tasks: dict[str, list[list[float]]], sampled: set[str] | frozen
     for b in range(n_boot):
         for t, prompts in arrays.items():
             idx = rng.integers(0, len(prompts), len(prompts)) if t in sampled else range(len(prompts))
-            per_task[t][b] = np.mean([prompts[i][rng.integers(0, len(prompts[i]), len(prompts[i]))].mean()
-                                      for i in idx])
+            per_task[t][b] = np.mean([_resampled_mean(prompts[i], rng) for i in idx])
     q = [(1 - level) / 2, 1 - (1 - level) / 2]
-    out = {"overall": tuple(float(x) for x in np.quantile(np.mean(list(per_task.values()), axis=0), q))}
-    out.update({t: tuple(float(x) for x in np.quantile(v, q)) for t, v in per_task.items()})
+
+    def bounds(draws: np.ndarray) -> tuple[float, float]:
+        lo, hi = np.quantile(draws, q)
+        return float(max(lo, 0.0)), float(min(hi, 1.0))
+
+    out = {"overall": bounds(np.mean(list(per_task.values()), axis=0))}
+    out.update({t: bounds(v) for t, v in per_task.items()})
     return out
+
+
+def _resampled_mean(a: np.ndarray, rng: np.random.Generator) -> float:
+    """The mean of a resample of ``a``, its deviation from ``a``'s mean scaled by sqrt(n / (n - 1)): a bootstrap
+    mean of n values varies (n - 1) / n as much as the mean of n new draws would, which matters at 4-8 images."""
+    n, m = len(a), a.mean()
+    if n < 2:
+        return float(m)
+    return float(m + (a[rng.integers(0, n, n)].mean() - m) * np.sqrt(n / (n - 1)))
 
 
 def prompt_set_hash(items: list[Any]) -> str:

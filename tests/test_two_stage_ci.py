@@ -14,25 +14,27 @@ def test_census_keeps_prompts_and_sampled_tasks_resample_them():
 
 
 def test_overall_is_the_mean_of_task_means_and_images_vary():
-    tasks = {"a": [[1, 0, 1, 0]], "b": [[1, 1, 1, 1], [0, 0, 0, 0]]}
+    tasks = {"a": [[1, 0] * 8], "b": [[1, 1, 1, 1], [0, 0, 0, 0]]}
     out = two_stage_ci(tasks, n_boot=2000)
     assert out["b"] == (0.5, 0.5)
     assert out["a"][0] < 0.5 < out["a"][1]
-    assert out["overall"][0] < 0.5 < out["overall"][1] and out["overall"][1] - out["overall"][0] < 0.5 + 1e-9
+    assert out["overall"] == pytest.approx(tuple((x + 0.5) / 2 for x in out["a"]))    # the mean of the task means
 
 
-def test_covers_the_expected_score_of_a_known_sampler():
-    """Binomial images with known per-prompt rates, 16 images per prompt, census prompts: the 95% interval holds
-    the expected score in most of 200 simulated evaluations (the image stage under-states a little: >= 85%)."""
+@pytest.mark.parametrize("n_images", [8, 16])
+def test_covers_the_expected_score_of_a_known_sampler(n_images):
+    """Binomial images with known per-prompt rates (some near 0 and 1, as the world's are), census prompts: the 95%
+    interval holds the expected score in at least 90% of 200 simulated evaluations."""
     rng = np.random.default_rng(0)
-    rates = {"a": [0.2, 0.9], "b": [0.5, 0.6, 0.1, 0.95], "c": list(rng.uniform(0, 1, 12))}
+    rates = {"a": [0.3, 0.95], "b": [0.5, 0.75, 0.6, 0.97], "c": [0.4, 0.5, 0.15, 0.02], "d": [0.98] * 10,
+             "e": list(rng.uniform(0, 0.5, 12))}
     truth = np.mean([np.mean(r) for r in rates.values()])
     hits = 0
     for k in range(200):
-        tasks = {t: [list((rng.random(16) < p).astype(float)) for p in r] for t, r in rates.items()}
+        tasks = {t: [list((rng.random(n_images) < p).astype(float)) for p in r] for t, r in rates.items()}
         lo, hi = two_stage_ci(tasks, n_boot=300, seed=k)["overall"]
         hits += lo <= truth <= hi
-    assert hits >= 170, hits
+    assert hits >= 180, hits
 
 
 def test_unknown_sampled_task_is_refused():
