@@ -96,7 +96,8 @@ def score(dest: Path, extra: list[str]) -> dict:
     summary = {"record": display(rec_path), "overall": rec["scores"]["geneval_overall"]["value"],
                "overall_ci95": rec["scores"]["geneval_overall"]["ci95"],
                "tasks": {t: v["accuracy"] for t, v in rec["details"]["tasks"].items()},
-               "prompts": rec["protocol"].get("prompts"), "sampler": rec["protocol"].get("sampler"),
+               "prompts": rec["protocol"].get("prompts"), "images_per_prompt": rec["protocol"].get("images_per_prompt"),
+               "ci": rec["protocol"].get("bootstrap"), "sampler": rec["protocol"].get("sampler"),
                "git_commit": rec["environment"].get("git_commit")}
     atomic_write_json(dest / "heldout_scores.json", summary)
     sample_figure(REPO_ROOT / rec["details"]["samples_jsonl"], results_dir("figures") / "world_tiny_heldout_samples.png")
