@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-
 from evals.api import Benchmark, Metric, Plan, Scored, register
 from evals.benchmarks.common import (add_generation_args, add_world_prompt_args, domain_of, generation_key,
                                      prompts_card, record_path, resolve_n_per_prompt, slug, split_protocol,
