@@ -28,6 +28,18 @@ def test_shipped_world_model_verifies_and_matches_the_recipe():
     assert lo <= scores["overall"] <= hi
 
 
+def test_shipped_scores_are_the_main_jobs_record():
+    """heldout_scores.json beside the weights says what the committed main-job record says (same protocol)."""
+    from snapgen.paths import REPO_ROOT
+
+    scores = json.loads((SHIPPED_WORLD / "heldout_scores.json").read_text())
+    rec = json.loads((REPO_ROOT / "results/geneval/world-tiny-geneval.json").read_text())
+    assert scores["overall"] == rec["scores"]["geneval_overall"]["value"]
+    assert scores["overall_ci95"] == rec["scores"]["geneval_overall"]["ci95"]
+    assert scores["images_per_prompt"] == rec["protocol"]["images_per_prompt"]
+    assert scores["ci"] == rec["protocol"]["bootstrap"] and scores["prompts"] == rec["protocol"]["prompts"]
+
+
 def test_a_flipped_byte_in_the_shipped_weights_is_a_clear_error(tmp_path):
     copy = tmp_path / "world-tiny"
     shutil.copytree(SHIPPED_WORLD, copy)
