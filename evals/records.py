@@ -5,39 +5,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from snapgen.io import sha256_json
 
 
-def bootstrap_ci(groups: dict[str, list[float]] | list[float], statistic: Callable[[dict], float] | None = None,
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI, resampling prompts: the project's one bootstrap (CLIP/ImageReward call it through
-    ``evals.metrics.clip_score.bootstrap_mean_ci``).
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (one per resampled unit, e.g. per-prompt scores): the
+    project's one plain bootstrap (CLIP/ImageReward call it through ``evals.metrics.clip_score.bootstrap_mean_ci``;
+    GenEval's stratified, image-level CI is ``two_stage_ci``).
 
-    Not ``scipy.stats.bootstrap``: for a plain list it draws the same resamples from the same stream but takes the
-    percentile its own way (the upper bound can differ in the last bit), and for strata (``paired=False``) it draws
-    each stratum's block of resamples in turn where this draws per resample across strata, so committed CIs
-    would change; tests/test_bootstrap.py checks the two agree to 1e-12 on lists (docs/diffusers.md).
-
-    ``groups``: a list of per-prompt scores (statistic = mean), or stratum -> per-prompt scores with a
-    ``statistic`` over the resampled strata (e.g. GenEval's mean of task accuracies; resampling is
-    stratified by task).
+    Not ``scipy.stats.bootstrap``: it draws the same resamples from the same stream but takes the percentile its own
+    way (the upper bound can differ in the last bit), so committed CIs would change; tests/test_bootstrap.py checks
+    the two agree to 1e-12 (docs/diffusers.md).
     """
     rng = np.random.default_rng(seed)
-    if isinstance(groups, list):
-        arr = np.asarray(groups, dtype=float)
-        if len(arr) == 0:
-            return float("nan"), float("nan")
-        idx = rng.integers(0, len(arr), size=(n_boot, len(arr)))
-        stats = arr[idx].mean(1)
-    else:
-        arrays = {k: np.asarray(v, dtype=float) for k, v in groups.items() if len(v)}
-        stats = np.empty(n_boot)
-        for b in range(n_boot):
-            stats[b] = statistic({k: a[rng.integers(0, len(a), len(a))] for k, a in arrays.items()})
+    arr = np.asarray(values, dtype=float)
+    if len(arr) == 0:
+        return float("nan"), float("nan")
+    stats = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(1)
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from evals.api import Benchmark, Metric, Plan, Scored, register
@@ -47,7 +48,7 @@ def _load_prompts(args, domain: str) -> tuple[list[dict], str, str, dict[str, in
     (the whole file, or the world split's every composition), so a task scored on all of them is a census."""
     if args.prompts:
         rows = [json.loads(x) for x in Path(args.prompts).read_text().splitlines() if x.strip()]
-        return rows, str(args.prompts), "user", _count_tags(rows)
+        return rows, str(args.prompts), "user", dict(Counter(r["tag"] for r in rows))
     if domain == "world":
         from snapgen.data.world import GENEVAL_TAGS, WorldConfig, all_metadata
 
@@ -55,14 +56,7 @@ def _load_prompts(args, domain: str) -> tuple[list[dict], str, str, dict[str, in
         pool = {t: len(all_metadata(t, WorldConfig(), pool_split)) for t in GENEVAL_TAGS}
         return (*world_prompt_set(args), args.world_split, pool)
     rows = [json.loads(x) for x in OFFICIAL_METADATA.read_text().splitlines() if x.strip()]
-    return rows, "official-553", "official", _count_tags(rows)
-
-
-def _count_tags(rows: list[dict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rows:
-        out[r["tag"]] = out.get(r["tag"], 0) + 1
-    return out
+    return rows, "official-553", "official", dict(Counter(r["tag"] for r in rows))
 
 
 def _evaluator(args, domain: str):
