@@ -14,6 +14,9 @@ from the world's flat background. Reported per checkpoint, as mean foreground Io
 * ``iou_neither``: other prompt, other seed (the level two unrelated images reach by chance).
 * ``seed_dominance`` = ``iou_same_seed - iou_same_prompt``.
 
+With several ``--ckpt``, every later checkpoint also gets ``delta_<statistic>``: its difference to the first
+checkpoint on the same prompts and seeds, with a paired bootstrap CI (the same prompt and seed draws for both).
+
 95% CIs by a two-way bootstrap that resamples prompts and seeds together (pairs of a resampled unit with a copy of
 itself are left out). A ``world-data`` row gives the renderer's own ``iou_same_prompt`` and ``iou_neither`` (each
 (prompt, seed) an independent layout of the prompt): the level a model that followed the prompt as the data does
@@ -82,6 +85,24 @@ def bootstrap(iou: np.ndarray, n_boot: int, seed: int, stats: tuple[str, ...] = 
             if np.isfinite(st[k]):
                 draws[k].append(st[k])
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items() if v}
+
+
+def paired_bootstrap(iou_a: np.ndarray, iou_b: np.ndarray, n_boot: int, seed: int,
+                     stats: tuple[str, ...] = STATS) -> dict[str, tuple[float, float, float]]:
+    """B - A for each statistic of two checkpoints probed on the same prompts and seeds: (point, 95% CI low, high),
+    both resampled with the same prompt and seed draws."""
+    rng = np.random.default_rng(seed)
+    p, s = iou_a.shape[:2]
+    a, b = layout_stats(iou_a), layout_stats(iou_b)
+    draws = {k: [] for k in stats}
+    for _ in range(n_boot):
+        pi, si = rng.integers(0, p, p), rng.integers(0, s, s)
+        da, db = layout_stats(iou_a, pi, si), layout_stats(iou_b, pi, si)
+        for k in stats:
+            if np.isfinite(da[k]) and np.isfinite(db[k]):
+                draws[k].append(db[k] - da[k])
+    return {k: (b[k] - a[k], float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+            for k, v in draws.items() if v}
 
 
 def _scores(iou: np.ndarray, n_boot: int, seed: int, stats: tuple[str, ...]) -> dict[str, dict]:
@@ -154,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [m["prompt"] for m in metas for _ in range(a.seeds)]
     seeds = [a.base_seed + s for _ in metas for s in range(a.seeds)]
     t0 = time.perf_counter()
-    rows, protocols = {}, {}
+    rows, protocols, ious = {}, {}, {}
     for ckpt in a.ckpt:
         gen = load_generator(ckpt, steps=a.steps, guidance=a.guidance)
         if gen.domain != "world" or gen.resolution != cfg.resolution:
@@ -165,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         masks = foreground(images, cfg.background, a.threshold).reshape(a.prompts, a.seeds, cfg.resolution,
                                                                         cfg.resolution)
         label = ckpt if ckpt.startswith("world-") else display(ckpt)
-        rows[label] = _scores(iou_matrix(masks), a.n_boot, 0, STATS)
+        ious[label] = iou_matrix(masks)
+        rows[label] = _scores(ious[label], a.n_boot, 0, STATS)
+        if len(ious) > 1:
+            first = next(iter(ious))
+            for k, (d, lo, hi) in paired_bootstrap(ious[first], ious[label], a.n_boot, 0).items():
+                rows[label][f"delta_{k}"] = score(d, (lo, hi), a.prompts * a.seeds, None, "IoU")
         protocols[label] = gen.protocol()
-        print(f"{label}: " + ", ".join(f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]"
+        print(f"{label}: " + ", ".join(f"{k} {v['value']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
                                        for k, v in rows[label].items()), flush=True)
     data = _scores(iou_matrix(data_masks(metas, a.seeds, cfg, a.threshold)), a.n_boot, 0,
                    ("iou_same_prompt", "iou_neither"))
@@ -176,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     name = a.name or default_name(a.ckpt[0])
     protocol = {"tag": a.tag, "split": a.split, "prompts": [m["prompt"] for m in metas], "seeds": a.seeds,
                 "base_seed": a.base_seed, "threshold": a.threshold, "background": list(cfg.background),
-                "bootstrap": {"method": "two-way (prompts x seeds)", "n": a.n_boot, "seed": 0},
+                "bootstrap": {"method": "two-way (prompts x seeds); deltas paired (same draws)", "n": a.n_boot,
+                              "seed": 0},
+                "delta_against": list(rows)[0] if len(rows) > 1 else None,
                 "threads": a.threads, "generators": protocols}
     rec = make_record("sweep", f"layout_probe-{name}", protocol, scores,
                       {"wall_time_s": time.perf_counter() - t0, "checkpoints": list(rows)})

@@ -46,6 +46,14 @@ def test_bootstrap_leaves_out_copies_of_one_unit():
     assert ci["iou_same_seed"] == (1.0, 1.0) and ci["seed_dominance"] == (1.0, 1.0)
 
 
+def test_paired_bootstrap_of_two_checkpoints():
+    seed, prompt = lp.iou_matrix(_masks("seed")), lp.iou_matrix(_masks("prompt"))
+    same = lp.paired_bootstrap(seed, seed, 100, 0)
+    assert all(v == (0.0, 0.0, 0.0) for v in same.values())
+    d = lp.paired_bootstrap(seed, prompt, 100, 0)
+    assert d["seed_dominance"] == (-2.0, -2.0, -2.0) and d["iou_same_prompt"][0] == 1.0
+
+
 def test_foreground_reads_the_world_background():
     im = Image.new("RGB", (4, 4), (128, 128, 128))
     im.putpixel((1, 2), (128, 128, 180))          # 52/255 = 0.20 away
@@ -65,6 +73,8 @@ def test_cli_writes_a_record(tmp_path, monkeypatch):
     assert rec["scores"]["world-noise/iou_same_seed"]["value"] == 1.0
     assert set(k.split("/")[0] for k in rec["scores"]) == {"world-oracle", "world-noise", "world-data"}
     assert "world-data/iou_same_seed" not in rec["scores"]
+    assert "world-noise/delta_seed_dominance" in rec["scores"] and "world-oracle/delta_seed_dominance" not in rec["scores"]
+    assert rec["protocol"]["delta_against"] == "world-oracle"
     lo, hi = rec["scores"]["world-oracle/iou_same_prompt"]["ci95"]
     assert lo <= rec["scores"]["world-oracle/iou_same_prompt"]["value"] <= hi
 
