@@ -25,7 +25,6 @@ would reach. The record goes to ``results/world/layout_probe-<name>.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -214,4 +213,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from snapgen.cli import run_cli
+
+    raise SystemExit(run_cli(main))
