@@ -73,35 +73,34 @@ def layout_stats(iou: np.ndarray, pi: np.ndarray | None = None, si: np.ndarray |
     return out
 
 
+def _resampled(ious: list[np.ndarray], n_boot: int, seed: int):
+    """Per bootstrap draw, the statistics of every IoU matrix over the same resampled prompts and seeds."""
+    rng = np.random.default_rng(seed)
+    p, s = ious[0].shape[:2]
+    for _ in range(n_boot):
+        pi, si = rng.integers(0, p, p), rng.integers(0, s, s)
+        yield [layout_stats(iou, pi, si) for iou in ious]
+
+
+def _ci(values: list[float]) -> tuple[float, float]:
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
 def bootstrap(iou: np.ndarray, n_boot: int, seed: int, stats: tuple[str, ...] = STATS) -> dict[str, tuple[float, float]]:
     """Percentile 95% CI of each statistic, resampling prompts and seeds together."""
-    rng = np.random.default_rng(seed)
-    p, s = iou.shape[:2]
-    draws = {k: [] for k in stats}
-    for _ in range(n_boot):
-        st = layout_stats(iou, rng.integers(0, p, p), rng.integers(0, s, s))
-        for k in stats:
-            if np.isfinite(st[k]):
-                draws[k].append(st[k])
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in draws.items() if v}
+    draws = list(_resampled([iou], n_boot, seed))
+    per = {k: [d[k] for (d,) in draws if np.isfinite(d[k])] for k in stats}
+    return {k: _ci(v) for k, v in per.items() if v}
 
 
 def paired_bootstrap(iou_a: np.ndarray, iou_b: np.ndarray, n_boot: int, seed: int,
                      stats: tuple[str, ...] = STATS) -> dict[str, tuple[float, float, float]]:
     """B - A for each statistic of two checkpoints probed on the same prompts and seeds: (point, 95% CI low, high),
     both resampled with the same prompt and seed draws."""
-    rng = np.random.default_rng(seed)
-    p, s = iou_a.shape[:2]
     a, b = layout_stats(iou_a), layout_stats(iou_b)
-    draws = {k: [] for k in stats}
-    for _ in range(n_boot):
-        pi, si = rng.integers(0, p, p), rng.integers(0, s, s)
-        da, db = layout_stats(iou_a, pi, si), layout_stats(iou_b, pi, si)
-        for k in stats:
-            if np.isfinite(da[k]) and np.isfinite(db[k]):
-                draws[k].append(db[k] - da[k])
-    return {k: (b[k] - a[k], float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
-            for k, v in draws.items() if v}
+    draws = list(_resampled([iou_a, iou_b], n_boot, seed))
+    per = {k: [db[k] - da[k] for da, db in draws if np.isfinite(da[k]) and np.isfinite(db[k])] for k in stats}
+    return {k: (b[k] - a[k], *_ci(v)) for k, v in per.items() if v}
 
 
 def _scores(iou: np.ndarray, n_boot: int, seed: int, stats: tuple[str, ...]) -> dict[str, dict]:
