@@ -161,7 +161,8 @@ class TextEncoderStack(PretrainedMixin, nn.Module):
         def keep(name, x):
             if drop is None or name not in drop:
                 return x
-            return x * (~drop[name]).to(x.dtype).view(n, *([1] * (x.dim() - 1)))
+            keep_mask = (~drop[name]).to(device=x.device, dtype=x.dtype)   # masks are drawn on the CPU
+            return x * keep_mask.view(n, *([1] * (x.dim() - 1)))
 
         seq, pooled = [], []
         clip = [name for name in ("clip_l", "clip_g") if name in parts]

@@ -1,0 +1,56 @@
+"""Device placement of the text stack and the sampling pipeline: the CPU-drawn dropout masks (training dropout, the
+null condition of classifier-free guidance) follow the encoders' device. The ``meta`` device stands in for CUDA on a
+CPU machine: mixing it with CPU tensors raises exactly as CUDA does ("Expected all tensors to be on the same device").
+Found on a GPU: ``python -m evals.run geneval --device cuda`` failed in ``TextEncoderStack.null``."""
+import pytest
+import torch
+
+from snapgen.text import MINILM, TextEncoderStack
+
+
+def test_merge_moves_cpu_drop_masks_to_the_encoders_device():
+    stack = TextEncoderStack.__new__(TextEncoderStack)          # merge needs only the config, not the encoders
+    torch.nn.Module.__init__(stack)
+    from snapgen.text import TextStackConfig
+
+    stack.config, stack.proj = TextStackConfig(), torch.nn.ModuleDict()
+    parts = {MINILM: (torch.ones(3, 16, 384, device="meta"), torch.ones(3, 384, device="meta"))}
+    drop = {MINILM: torch.tensor([True, False, True])}          # drawn on the CPU (sample_drop, null)
+    ctx, pooled = stack.merge(parts, drop)
+    assert ctx.device.type == "meta" and pooled.device.type == "meta"
+    assert ctx.shape == (3, 16, 384) and pooled.shape == (3, 384)
+
+
+def test_merge_zeroes_exactly_the_dropped_samples():
+    stack = TextEncoderStack.__new__(TextEncoderStack)
+    torch.nn.Module.__init__(stack)
+    from snapgen.text import TextStackConfig
+
+    stack.config, stack.proj = TextStackConfig(), torch.nn.ModuleDict()
+    tokens, pooled = torch.randn(3, 16, 384), torch.randn(3, 384)
+    ctx, pool = stack.merge({MINILM: (tokens, pooled)}, {MINILM: torch.tensor([True, False, True])})
+    assert torch.equal(ctx[1], tokens[1]) and torch.equal(pool[1], pooled[1])
+    assert not ctx[0].any() and not ctx[2].any() and not pool[0].any() and not pool[2].any()
+
+
+def test_null_condition_on_a_non_cpu_device(monkeypatch):
+    stack = TextEncoderStack()                                  # the packaged MiniLM's config; encoders' outputs
+    monkeypatch.setattr(stack, "encode_parts", lambda prompts: {  # as they come from a non-CPU device
+        MINILM: (torch.ones(len(prompts), 16, 384, device="meta"), torch.ones(len(prompts), 384, device="meta"))})
+    ctx, pooled = stack.null(2)                                 # its all-dropped masks are made on the CPU
+    assert ctx.device.type == "meta" and pooled.device.type == "meta" and ctx.shape == (2, 16, 384)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_world_pipeline_samples_on_cuda_like_on_cpu(tmp_path):
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+    from snapgen.models.unet import SnapGenUNet
+    from snapgen.presets import get_preset
+
+    torch.manual_seed(0)
+    pipe = SnapGenPipeline(SnapGenUNet(get_preset("tiny-world")), TextEncoderStack(), None,
+                           PipelineConfig(decoder="pixel", resolution=32, steps=4, guidance=3.0))
+    cpu = pipe.generate(["a photo of a red cube"], seeds=[1], output="tensor")
+    gpu = pipe.to("cuda").generate(["a photo of a red cube"], seeds=[1], output="tensor")
+    assert gpu.device.type == "cpu" and torch.allclose(cpu, gpu, atol=1e-3)
