@@ -41,16 +41,36 @@ def test_null_condition_on_a_non_cpu_device(monkeypatch):
     assert ctx.device.type == "meta" and pooled.device.type == "meta" and ctx.shape == (2, 16, 384)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_world_pipeline_samples_on_cuda_like_on_cpu(tmp_path):
-    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
+def _sampling_on(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A world pipeline with random weights (perturbed: the U-Net's zero-initialised output layer would make any
+    device give the starting noise back) sampled on ``device`` and on the CPU."""
     from snapgen.models.unet import SnapGenUNet
+    from snapgen.pipeline import PipelineConfig, SnapGenPipeline
     from snapgen.presets import get_preset
 
     torch.manual_seed(0)
-    pipe = SnapGenPipeline(SnapGenUNet(get_preset("tiny-world")), TextEncoderStack(), None,
-                           PipelineConfig(decoder="pixel", resolution=32, steps=4, guidance=3.0))
-    cpu = pipe.generate(["a photo of a red cube"], seeds=[1], output="tensor")
-    gpu = pipe.to("cuda").generate(["a photo of a red cube"], seeds=[1], output="tensor")
-    assert gpu.device.type == "cpu" and torch.allclose(cpu, gpu, atol=1e-3)
+    unet = SnapGenUNet(get_preset("tiny-world"))
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    pipe = SnapGenPipeline(unet, TextEncoderStack(), None, PipelineConfig(decoder="pixel", resolution=32, steps=4,
+                                                                          guidance=3.0))
+    prompts = ["a photo of a square and a circle"]
+    cpu = pipe.generate(prompts, seeds=[1], output="tensor")
+    start = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert (cpu - start).abs().max() > 0.05, "the sampler left the starting noise unchanged: the test would be vacuous"
+    return cpu, pipe.to(device).generate(prompts, seeds=[1], output="tensor")
+
+
+def test_sampling_helper_runs_on_the_cpu():
+    cpu, again = _sampling_on("cpu")
+    assert torch.equal(cpu, again)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_world_pipeline_samples_on_cuda_like_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)   # fp32 on both sides
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    cpu, gpu = _sampling_on("cuda")
+    assert gpu.device.type == "cpu" and torch.allclose(cpu, gpu, atol=1e-3), (cpu - gpu).abs().max()
