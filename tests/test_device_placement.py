@@ -8,12 +8,18 @@ import torch
 from snapgen.text import MINILM, TextEncoderStack
 
 
-def test_merge_moves_cpu_drop_masks_to_the_encoders_device():
-    stack = TextEncoderStack.__new__(TextEncoderStack)          # merge needs only the config, not the encoders
-    torch.nn.Module.__init__(stack)
+def _bare_stack() -> TextEncoderStack:
+    """A text stack without its encoders: ``merge`` needs only the config and the (empty) projections."""
     from snapgen.text import TextStackConfig
 
+    stack = TextEncoderStack.__new__(TextEncoderStack)
+    torch.nn.Module.__init__(stack)
     stack.config, stack.proj = TextStackConfig(), torch.nn.ModuleDict()
+    return stack
+
+
+def test_merge_moves_cpu_drop_masks_to_the_encoders_device():
+    stack = _bare_stack()
     parts = {MINILM: (torch.ones(3, 16, 384, device="meta"), torch.ones(3, 384, device="meta"))}
     drop = {MINILM: torch.tensor([True, False, True])}          # drawn on the CPU (sample_drop, null)
     ctx, pooled = stack.merge(parts, drop)
@@ -22,11 +28,7 @@ def test_merge_moves_cpu_drop_masks_to_the_encoders_device():
 
 
 def test_merge_zeroes_exactly_the_dropped_samples():
-    stack = TextEncoderStack.__new__(TextEncoderStack)
-    torch.nn.Module.__init__(stack)
-    from snapgen.text import TextStackConfig
-
-    stack.config, stack.proj = TextStackConfig(), torch.nn.ModuleDict()
+    stack = _bare_stack()
     tokens, pooled = torch.randn(3, 16, 384), torch.randn(3, 384)
     ctx, pool = stack.merge({MINILM: (tokens, pooled)}, {MINILM: torch.tensor([True, False, True])})
     assert torch.equal(ctx[1], tokens[1]) and torch.equal(pool[1], pooled[1])
