@@ -7,11 +7,19 @@ as the control (the default recipe), then scored on held-out world prompts; one 
     python -m ablations.levers --study timesteps --cell timesteps=uniform --cell "logit_std=0.5"
     python -m ablations.levers --study width --cell unet=small-world --steps 600 --threads 1
     torchrun --nproc_per_node 2 -m ablations.levers --study lr --cell lr=4e-3            # 2 jobs at a time
+    torchrun --nproc_per_node 6 -m ablations.levers --study gpu-batch --train-device cuda --train-only \
+        --base "processes=1 batch_size=32" --cell batch_size=128 --seeds 0 1               # train on a GPU box ...
+    python -m ablations.levers --study gpu-batch --base "processes=1 batch_size=32" --cell batch_size=128 \
+        --seeds 0 1                                        # ... copy its run folders here, score them (no retraining)
 
 A cell may change several fields at once (``--cell "lr=4e-3 warmup=200"``); the control cell ``default`` is always
 part of a study. The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
 otherwise; every cell of a study gets the same budget (a study refuses to mix budgets: the control would not be
-paired). Each job reuses the ladder's stages (``ablations.ladder``): ``python -m snapgen.train``, then
+paired). ``--base`` changes the recipe of every cell, the control included (e.g. one process of batch 32 on a
+one-GPU box, where the recipe's two data-parallel processes cannot share the device); ``--train-device cuda`` trains
+on the GPU (the default, ``cpu``, forces CPU); both are part of a study's identity like its budget. With
+``--train-only`` the jobs are trained and not scored, so a GPU box without the scoring models can train a study whose
+run folders are then scored elsewhere by the same command without ``--train-only`` (a finished run is not retrained). Each job reuses the ladder's stages (``ablations.ladder``): ``python -m snapgen.train``, then
 ``python -m evals.run geneval`` (held-out prompts) and ``fid --ref world``, each resumable.
 
 Records: kind ``lever``, ``<results>/world/levers/<study>/<cell>-s<seed>.json`` with the cell's overrides, the
@@ -42,6 +50,7 @@ class LeverJob:
     cell: str                           # "default" or the cell's name (its overrides, "key=value+key=value")
     overrides: tuple[str, ...]
     seed: int
+    base: tuple[str, ...] = ()          # --base: overrides of every cell of the study (the control's recipe)
     ladder: str = "t2i"                 # what ablations.ladder.score needs: the text-to-image benchmarks
 
     @property
@@ -55,31 +64,53 @@ def cell_name(overrides: tuple[str, ...]) -> str:
     return re.sub(r"[^A-Za-z0-9=+._-]", "_", name)
 
 
-def parse_cells(cells: list[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """``--cell`` values -> [(name, overrides)], the control first; each override checked against TrainConfig."""
+def _overrides(flag: str, text: str) -> tuple[str, ...]:
+    """``KEY=VALUE`` items of one ``--cell`` / ``--base`` value, each a recipe field (not FIXED), each once."""
+    items = tuple(x for x in text.split() if x)
+    keys = [i.split("=", 1)[0] for i in items]
+    for item, key in zip(items, keys):
+        if "=" not in item:
+            raise ValueError(f"{flag} {text!r}: {item!r} is not KEY=VALUE (e.g. {flag} lr=4e-3)")
+        if key in FIXED:
+            raise ValueError(f"{flag} {text!r}: {key} names the run, not the recipe; a lever cannot change it "
+                             f"(fixed fields: {', '.join(FIXED)})")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{flag} {text!r}: a field is given twice; give each once")
+    return items
+
+
+def parse_base(text: str) -> tuple[str, ...]:
+    """``--base`` -> the overrides every cell starts from (checked against TrainConfig)."""
     from snapgen.training.config import apply_overrides
     from snapgen.training.t2i import TrainConfig
 
+    items = _overrides("--base", text)
+    try:
+        apply_overrides(TrainConfig(), items)
+    except ValueError as e:
+        raise ValueError(f"--base {text!r}: {e}") from None
+    return items
+
+
+def parse_cells(cells: list[str], base: tuple[str, ...] = ()) -> list[tuple[str, tuple[str, ...]]]:
+    """``--cell`` values -> [(name, overrides)], the control first; each override checked against TrainConfig (on
+    top of ``base``, the study's ``--base`` overrides)."""
+    from snapgen.training.config import apply_overrides
+    from snapgen.training.t2i import TrainConfig
+
+    recipe = apply_overrides(TrainConfig(), base)
     out = [(CONTROL, ())]
     for text in cells:
-        items = tuple(x for x in text.split() if x)
+        items = _overrides("--cell", text)
         if not items:
             raise ValueError("--cell '': empty cell; pass KEY=VALUE fields of the training config, e.g. --cell lr=4e-3")
-        keys = [i.split("=", 1)[0] for i in items]
-        for item, key in zip(items, keys):
-            if "=" not in item:
-                raise ValueError(f"--cell {text!r}: {item!r} is not KEY=VALUE (e.g. --cell lr=4e-3)")
-            if key in FIXED:
-                raise ValueError(f"--cell {text!r}: {key} names the run, not the recipe; a lever cannot change it "
-                                 f"(fixed fields: {', '.join(FIXED)})")
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"--cell {text!r}: a field is given twice; give each once")
         try:
-            cfg = apply_overrides(TrainConfig(), items)
+            cfg = apply_overrides(recipe, items)
         except ValueError as e:
             raise ValueError(f"--cell {text!r}: {e}") from None
-        if cfg == TrainConfig():
-            raise ValueError(f"--cell {text!r}: equals the default recipe (the control cell is always run)")
+        if cfg == recipe:
+            raise ValueError(f"--cell {text!r}: equals the {'study' if base else 'default'} recipe (the control cell "
+                             "is always run)")
         name = cell_name(items)
         if name in [n for n, _ in out]:
             raise ValueError(f"--cell {text!r} is given twice; each cell once")
@@ -87,12 +118,13 @@ def parse_cells(cells: list[str]) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-def jobs(study: str, cells: list[tuple[str, tuple[str, ...]]], seeds: list[int]) -> list[LeverJob]:
+def jobs(study: str, cells: list[tuple[str, tuple[str, ...]]], seeds: list[int],
+         base: tuple[str, ...] = ()) -> list[LeverJob]:
     """Seed-major (every cell of seed 0 first), so a partial study already has paired cells."""
     dup = sorted({s for s in seeds if seeds.count(s) > 1})
     if dup:
         raise ValueError(f"--seeds: {', '.join(map(str, dup))} given more than once; pass each seed once")
-    return [LeverJob(study, name, ov, s) for s in seeds for name, ov in cells]
+    return [LeverJob(study, name, ov, s, base) for s in seeds for name, ov in cells]
 
 
 def recipe_budget(steps: int | None, threads: int | None, fid_n: int, sample_steps: int | None,
@@ -122,16 +154,19 @@ class Paths:
         return self.runs / j.study / "images"
 
 
-def train(j: LeverJob, b: Budget, paths: Paths) -> Path:
-    """``python -m snapgen.train`` with the recipe, the cell's overrides, the study's steps and the job's seed;
-    warm-up and schedule scale with the steps only through the overrides (the recipe's warm-up is kept)."""
+def train(j: LeverJob, b: Budget, paths: Paths, device: str = "cpu") -> Path:
+    """``python -m snapgen.train`` with the recipe, the study's ``--base``, the cell's overrides, the study's steps and
+    the job's seed; warm-up and schedule scale with the steps only through the overrides (the recipe's warm-up is
+    kept). ``device="cuda"`` leaves out ``cpu=true`` (the run trains on the GPU when one exists)."""
     run = paths.run(j)
     keys = {o.split("=", 1)[0] for o in j.overrides}
-    base = [f"steps={b.steps}", f"threads={b.threads}", f"seed={j.seed}", "keep_ckpts=2", "cpu=true",
-            f"ckpt_every={max(1, b.steps // 4)}"]
-    if b.warmup > b.steps and "warmup" not in keys:
+    base = [f"steps={b.steps}", f"threads={b.threads}", f"seed={j.seed}", "keep_ckpts=2",
+            f"ckpt_every={max(1, b.steps // 4)}"] + (["cpu=true"] if device == "cpu" else [])
+    if b.warmup > b.steps and "warmup" not in keys | {o.split("=", 1)[0] for o in j.base}:
         base.append(f"warmup={b.steps}")
-    sets = [s for s in base if s.split("=", 1)[0] not in keys] + list(j.overrides)
+    study = [o for o in j.base if o.split("=", 1)[0] not in keys]
+    study_keys = keys | {o.split("=", 1)[0] for o in study}
+    sets = [s for s in base if s.split("=", 1)[0] not in study_keys] + study + list(j.overrides)
     check_run_recipe(run, {s.split("=", 1)[0] for s in sets})
     if (run / "pipeline" / "pipeline.json").exists():
         return run
@@ -156,16 +191,19 @@ def check_run_recipe(run: Path, set_keys: set[str]) -> None:
                          "to retrain it, or start another --study name")
 
 
-def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path]) -> dict:
+def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path], device: str = "cpu") -> dict:
     from snapgen.records import make_record, read_record
 
     scores = quality_scores(evals)
     protocol = {"study": j.study, "cell": j.cell, "overrides": list(j.overrides), "control": CONTROL, "seed": j.seed,
-                "budget": asdict(b), "recipe_defaults": recipe_defaults(), "prompts": {"split": "heldout"}}
+                "budget": asdict(b), "recipe_defaults": recipe_defaults(), "prompts": {"split": "heldout"},
+                "base": list(j.base), "train_device": device}
+    stored = json.loads((run / "train_config.json").read_text())
     details = {"train_wall_s": train_wall_s(run), "run": str(run),
+               "train_environment": stored.get("environment"),
                "eval_records": {k: str(v) for k, v in evals.items()},
                "units": {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])},
-               "train_config": json.loads((run / "train_config.json").read_text())}
+               "train_config": stored}
     return make_record("lever", f"{j.study}-{j.name}", protocol, scores, details)
 
 
@@ -176,9 +214,10 @@ def recipe_defaults() -> dict:
     return json.loads(json.dumps(stored_recipe(TrainConfig().to_dict())))
 
 
-def check_budget(paths: Paths, study: str, b: Budget) -> None:
+def check_budget(paths: Paths, study: str, b: Budget, base: tuple[str, ...] = (), device: str = "cpu") -> None:
     """Every record of a study has one budget and one recipe: refuse to add jobs paired against the control of another
-    budget, or of another recipe (TrainConfig's defaults changed since the study's first records)."""
+    budget, of another recipe (TrainConfig's defaults changed since the study's first records), of another
+    ``--base`` or trained on another device."""
     from snapgen.records import read_record
 
     folder = paths.results / study
@@ -198,19 +237,38 @@ def check_budget(paths: Paths, study: str, b: Budget) -> None:
             raise ValueError(f"--study {study}: {p} was trained from another recipe (TrainConfig defaults differ in "
                              f"{', '.join(diff)}); a cell is paired only with a control of the same recipe: start "
                              "another --study name")
+        if list(protocol.get("base", [])) != list(base):
+            raise ValueError(f"--base: {p} was trained with --base {' '.join(protocol.get('base', [])) or '(none)'!r}, "
+                             f"not {' '.join(base) or '(none)'!r}; pass the study's --base or another --study name")
+        if protocol.get("train_device", "cpu") != device:
+            raise ValueError(f"--train-device {device}: {p} was trained on {protocol.get('train_device', 'cpu')}; a "
+                             "study's cells are paired only when trained alike: pass that device or another --study name")
         if other != now:
             diff = {k: (other.get(k), v) for k, v in now.items() if other.get(k) != v}
             raise ValueError(f"--study {study}: {p} was run with another budget ({', '.join(f'{k}: {o} there, {n} now' for k, (o, n) in diff.items())}); "
                              "pass the same --steps/--threads/... or another --study name")
 
 
-def run_job(j: LeverJob, b: Budget, paths: Paths) -> Path:
+def run_job(j: LeverJob, b: Budget, paths: Paths, device: str = "cpu", train_only: bool = False) -> Path | None:
     from snapgen.records import write_record
 
     if paths.record(j).exists():
         return paths.record(j)
-    run = train(j, b, paths)
-    return write_record(paths.record(j), job_record(j, b, run, score(j, b, run, paths.images(j))))
+    run = train(j, b, paths, device)
+    if train_only:
+        return None
+    check_trained_on(run, device)
+    return write_record(paths.record(j), job_record(j, b, run, score(j, b, run, paths.images(j)), device))
+
+
+def check_trained_on(run: Path, device: str) -> None:
+    """A run folder scored under ``--train-device D`` must have been trained on D (a GPU study's folders are copied
+    from the GPU box; a CPU run must not be recorded as a GPU one, nor the reverse)."""
+    env = json.loads((run / "train_config.json").read_text()).get("environment") or {}
+    trained = "cuda" if str(env.get("device", "cpu")).startswith("cuda") else "cpu"
+    if trained != device:
+        raise ValueError(f"{run} was trained on {trained} (its train_config.json), not on --train-device {device}; "
+                         "pass the device it was trained on, or delete the folder to retrain it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,20 +292,28 @@ def main(argv: list[str] | None = None) -> int:
                    help="held-out GenEval-world is always scored (the paired table reads it); FID-world is optional")
     p.add_argument("--runs", type=Path, default=Path("runs/levers"), help="checkpoints, images, per-benchmark records")
     p.add_argument("--results", type=Path, default=None, help="lever records (default <results>/world/levers)")
+    p.add_argument("--base", default="", metavar="'KEY=VALUE [KEY=VALUE ...]'",
+                   help="recipe changes of every cell, the control too (e.g. 'processes=1 batch_size=32' on one GPU)")
+    p.add_argument("--train-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the jobs train (default cpu: forced even on a GPU box); scoring runs on the CPU")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the jobs, score nothing (a GPU box without the scoring models; score elsewhere later)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and the budget, run nothing")
     a = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", a.study):
         raise ValueError(f"--study {a.study!r}: use letters, digits, '.', '_' or '-' (it names a folder)")
     if not a.cell:
         raise ValueError("--cell: give at least one changed recipe, e.g. --cell lr=4e-3 (the default is the control)")
-    cells = parse_cells(a.cell)
+    base = parse_base(a.base)
+    cells = parse_cells(a.cell, base)
     if "geneval" not in a.benchmarks:
         raise ValueError("--benchmarks: must include geneval (the table pairs cells with the control on GenEval-world)")
     b = recipe_budget(a.steps, a.threads, a.fid_n, a.sample_steps, a.prompts_per_tag, a.n_per_prompt,
                       tuple(dict.fromkeys(a.benchmarks)))
     paths = Paths(a.runs, a.results or results_dir("world") / "levers")
-    check_budget(paths, a.study, b)
-    return run_sharded(jobs(a.study, cells, a.seeds), lambda j: run_job(j, b, paths),
+    check_budget(paths, a.study, b, base, a.train_device)
+    return run_sharded(jobs(a.study, cells, a.seeds, base),
+                       lambda j: run_job(j, b, paths, a.train_device, a.train_only),
                        lambda j: {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
                                   "done": paths.record(j).exists()}, a.dry_run, asdict(b),
                        done=lambda j: paths.record(j).exists())

@@ -135,3 +135,42 @@ def test_a_run_trained_from_other_defaults_is_not_reused(tmp_path):
     with pytest.raises(ValueError, match="other TrainConfig defaults \\(lr\\)"):
         levers.check_run_recipe(run, {"steps", "seed"})
     levers.check_run_recipe(run, {"steps", "seed", "lr"})               # a cell that sets lr itself
+
+
+def test_base_and_train_device_shape_every_job(tmp_path, monkeypatch):
+    """``--base`` changes every cell, the control too (a cell's own value wins); ``--train-device cuda`` leaves out
+    ``cpu=true``; a study refuses records of another base or device, and a run trained elsewhere is not scored as
+    this device's."""
+    base = levers.parse_base("processes=1 batch_size=32")
+    cells = levers.parse_cells(["batch_size=128"], base)
+    with pytest.raises(ValueError, match="equals the study recipe"):
+        levers.parse_cells(["batch_size=32"], base)
+    with pytest.raises(ValueError, match="--base 'seed=1': seed names the run"):
+        levers.parse_base("seed=1")
+    with pytest.raises(ValueError, match="--base 'procezzes=1'"):
+        levers.parse_base("procezzes=1")
+    seen = []
+    monkeypatch.setattr(levers, "_run", lambda cmd, log, threads: seen.append(cmd[cmd.index("--set") + 1:]))
+    b = levers.recipe_budget(10, 1, 8, 2, 1, 1)
+    paths = levers.Paths(tmp_path / "runs", tmp_path / "res")
+    control, cell = levers.jobs("gpu", cells, [0], base)
+    levers.train(control, b, paths, "cuda")
+    levers.train(cell, b, paths, "cpu")
+    assert "cpu=true" not in seen[0] and "processes=1" in seen[0] and "batch_size=32" in seen[0]
+    assert "cpu=true" in seen[1] and "batch_size=128" in seen[1] and "batch_size=32" not in seen[1]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"environment": {"device": "cuda:0"}}))
+    levers.check_trained_on(run, "cuda")
+    with pytest.raises(ValueError, match="trained on cuda .*not on --train-device cpu"):
+        levers.check_trained_on(run, "cpu")
+    rec = make_record("lever", "gpu-default-s0", {"study": "gpu", "cell": "default", "seed": 0,
+                                                  "budget": json.loads(json.dumps(b.__dict__)),
+                                                  "recipe_defaults": levers.recipe_defaults(), "base": list(base),
+                                                  "train_device": "cuda"}, {}, {}, ENV)
+    write_record(tmp_path / "res" / "gpu" / "default-s0.json", rec)
+    levers.check_budget(paths, "gpu", b, base, "cuda")
+    with pytest.raises(ValueError, match="--base: .*processes=1 batch_size=32"):
+        levers.check_budget(paths, "gpu", b, (), "cuda")
+    with pytest.raises(ValueError, match="--train-device cpu: .*trained on cuda"):
+        levers.check_budget(paths, "gpu", b, base, "cpu")

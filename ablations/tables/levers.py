@@ -37,13 +37,19 @@ def render(root: Path, allow_dirty: bool = False) -> str:
             r = {**r, "_dirty": path in dirty}
             cells.setdefault(r["protocol"]["cell"], {})[r["protocol"]["seed"]] = r
         first = next(iter(recs.values()))["protocol"]
-        b, procs = first["budget"], first.get("recipe_defaults", {}).get("processes", 1)
-        per = f"batch {b['batch_size']} per process x {procs} processes" if procs != 1 else f"batch {b['batch_size']}"
+        b, base = first["budget"], dict(o.split("=", 1) for o in first.get("base", []))
+        procs = int(base.get("processes", first.get("recipe_defaults", {}).get("processes", 1)))
+        batch = base.get("batch_size", b["batch_size"])
+        per = f"batch {batch} per process x {procs} processes" if procs != 1 else f"batch {batch}"
+        device = first.get("train_device", "cpu")
+        study_recipe = (f" Every cell, the control too, trained with `--base \"{' '.join(first['base'])}\"`."
+                        if first.get("base") else "")
         lines += [f"## {study}", "",
                   f"Budget: {b['steps']} steps x {per} (per cell unless a cell changes it), "
-                  f"{b['threads']} thread(s) per process; GenEval {b['n_per_prompt']} images x {b['prompts_per_tag']} "
+                  f"{b['threads']} thread(s) per process, trained on {'a GPU (cuda)' if device == 'cuda' else 'the CPU'}"
+                  f"; GenEval {b['n_per_prompt']} images x {b['prompts_per_tag']} "
                   f"held-out prompts per task; FID {b['fid_n']} images; {b['sample_steps']} sampling steps, "
-                  f"guidance {b['guidance']}.", "",
+                  f"guidance {b['guidance']}.{study_recipe}", "",
                   "| cell | seeds | train wall (min) | GenEval-world [95% CI] | Δ GenEval [95% CI] | p | FID-world [95% CI] "
                   "| Δ FID [95% CI] | p |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         control, unpaired = cells.get(CONTROL, {}), []
