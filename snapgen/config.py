@@ -111,6 +111,10 @@ class UNetConfig:
     pooled_route: PooledRoute = field(default="time_embedding", metadata=_SPARSE)  # MLP added to the time embedding | one extra context token | unused
     num_classes: int = 1000                     # class-conditional mode: classes (+1 null class for CFG)
     class_tokens: int = 1                       # class mode: cross-attention attends to this many class tokens
+    # a space-to-depth stem (a world lever, not the paper's: its U-Net runs on a VAE latent): the input is pixel-
+    # unshuffled into patch_size^2 x in_channels channels at 1/patch_size the side, the output shuffled back, so the
+    # model maps (C, H, W) to (C, H, W) as before while its first level runs at H / patch_size (1 = none)
+    patch_size: int = field(default=1, metadata=_SPARSE)
     emb_mult: int = 4                           # time-embedding width = emb_mult * stages[0].width
     norm_groups: int = 32                       # GroupNorm groups
     dropout: float = 0.0                        # dropout inside residual blocks
@@ -124,6 +128,9 @@ class UNetConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {'|'.join(allowed)}")
+        if self.patch_size < 1 or self.sample_size % self.patch_size:
+            raise ValueError(f"patch_size={self.patch_size}: expected a divisor of sample_size={self.sample_size} "
+                             "(1 = no space-to-depth stem)")
 
     # --- flat per-stage views (the first format's fields) --------------------------------------
     @property

@@ -180,3 +180,38 @@ def test_latency_statistics_on_a_fake_timer():
     assert stats.p90_ms == pytest.approx(40.0 + 0.6 * 60.0)
     with pytest.raises(ValueError):
         summarize_times([], 0)
+
+
+def test_space_to_depth_stem_is_a_lossless_patchify(tmp_path):
+    """patch_size 2: the same (C, H, W) in and out, the levels at half the side (block names say so), the stem a
+    pixel-unshuffle (a fixed permutation of the input: a conv over the unshuffled input sees every pixel once),
+    FLOPs about a quarter; the field is written only when set, so existing configs keep their hash."""
+    from snapgen.presets import PRESETS as NAMED
+
+    base, p2 = NAMED["tiny-world"], NAMED["tiny-world-p2"]
+    assert "patch_size" not in base.to_dict() and p2.to_dict()["patch_size"] == 2
+    assert UNetConfig.from_dict(p2.to_dict()) == p2
+    with pytest.raises(ValueError, match="patch_size=3: expected a divisor of sample_size=32"):
+        UNetConfig(**{**p2.__dict__, "patch_size": 3})
+    torch.manual_seed(0)
+    m = SnapGenUNet(p2)
+    for p in m.parameters():
+        nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
+    assert {k.split("_")[0] for k in m.enc} == {"16x16", "8x8", "4x4"}
+    assert m.conv_in.in_channels == 12 and m.conv_out.out_channels == 12
+    # the same blocks: only the stem's and the output conv's extra 9 channels differ (3x3 kernels, 32 wide)
+    assert count_params(m) - count_params(SnapGenUNet(base)) == 9 * 32 * 9 + 9 * (32 * 9 + 1)
+    x, t, ctx, pooled = torch.randn(2, 3, 32, 32), torch.rand(2), torch.randn(2, 16, 384), torch.randn(2, 384)
+    out = m(x, t, ctx, pooled)
+    assert out.shape == x.shape
+    # the output is the pixel-shuffle of conv_out's map: each 2x2 pixel block comes from one position of it
+    h = {}
+    m.conv_out.register_forward_hook(lambda mod, i, o: h.setdefault("o", o))
+    m(x, t, ctx, pooled)
+    assert torch.equal(out[:, :, 0::2, 0::2], h["o"][:, 0::4]) and torch.equal(out[:, 0, 1::2, 1::2], h["o"][:, 3])
+    ratio = count_flops(SnapGenUNet(base), x[:1], t[:1], ctx[:1], pooled[:1]).total / \
+        count_flops(m, x[:1], t[:1], ctx[:1], pooled[:1]).total
+    assert 3.5 < ratio < 4.0
+    m.save_pretrained(tmp_path / "u")
+    back = SnapGenUNet.from_pretrained(tmp_path / "u")
+    assert back.config.patch_size == 2 and torch.equal(back(x, t, ctx, pooled), out)

@@ -1,6 +1,6 @@
 """The SnapGen U-Net: one class from the SDXL-like thinned baseline to final SnapGen, by config alone.
 
-Blocks live in ``nn.ModuleDict``s keyed by resolution at the reference ``sample_size``
+Blocks live in ``nn.ModuleDict``s keyed by resolution at the reference ``sample_size`` (over ``patch_size``)
 (``enc["64x64_block1"]``, ``dec["128x128_block2"]``), so state-dict keys, feature hooks and per-block
 FLOP tables read naturally. The model predicts the rectified-flow velocity ``v = noise - x0``
 (see ``snapgen.flow``); it holds no losses, no device calls and no logging.
@@ -63,14 +63,15 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
             self.class_embed = nn.Embedding(c.num_classes + 1, emb_dim)
             self.class_tokens = nn.Linear(emb_dim, c.class_tokens * emb_dim)
             context_dim = emb_dim
-        self.conv_in = nn.Conv2d(c.in_channels, width0, 3, padding=1)
+        p2 = c.patch_size ** 2                                      # space-to-depth stem (1: none)
+        self.conv_in = nn.Conv2d(c.in_channels * p2, width0, 3, padding=1)
         self.enc, self.dec = nn.ModuleDict(), nn.ModuleDict()
         self.mid = nn.ModuleDict()
         skips = self._build_encoder(emb_dim, context_dim)
         self._build_mid(emb_dim, context_dim)
         self._build_decoder(emb_dim, context_dim, skips)
         self.norm_out = group_norm(width0, c.norm_groups)
-        self.conv_out = nn.Conv2d(width0, c.out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(width0, c.out_channels * p2, 3, padding=1)
         self.initialize_weights()
 
     # --- construction -------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
         c, cin = self.config, self.config.stages[0].width
         skips = [cin]
         for i, stage in enumerate(c.stages):
-            r = c.sample_size >> i
+            r = (c.sample_size // c.patch_size) >> i
             for j in range(stage.res_blocks):
                 self.enc[f"{r}x{r}_block{j}"] = self._unit(stage, cin, emb_dim, context_dim)
                 cin = stage.width
@@ -116,7 +117,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
         c = self.config
         if not c.mid_block:
             return
-        last, r = c.stages[-1], c.sample_size >> (len(c.stages) - 1)
+        last, r = c.stages[-1], (c.sample_size // c.patch_size) >> (len(c.stages) - 1)
         self.mid[f"{r}x{r}_res0"] = self._res(last.width, last.width, emb_dim)
         attn = self._attn(last, context_dim)
         if attn is not None:
@@ -126,7 +127,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
     def _build_decoder(self, emb_dim: int, context_dim: int, skips: list[int]) -> None:
         c, cin = self.config, self.config.stages[-1].width
         for i in reversed(range(len(c.stages))):
-            stage, r = c.stages[i], c.sample_size >> i
+            stage, r = c.stages[i], (c.sample_size // c.patch_size) >> i
             for j in range(stage.res_blocks + 1):
                 self.dec[f"{r}x{r}_block{j}"] = self._unit(stage, cin + skips.pop(), emb_dim, context_dim)
                 cin = stage.width
@@ -173,7 +174,10 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
         Intermediate features: ``snapgen.models.taps.tap(self.tap_points(), names)``.
         """
         emb, context = self.embed(t, pooled, class_labels, context)
-        h = self.conv_in(x)                                         # (N, C0, H, W)
+        p = self.config.patch_size
+        if p > 1:
+            x = F.pixel_unshuffle(x, p)                             # (N, C p^2, H/p, W/p)
+        h = self.conv_in(x)                                         # (N, C0, H/p, W/p)
         skips = [h]
         for block in self.enc.values():
             h = block(h, emb, context)
@@ -185,7 +189,8 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
                 h = block(h, emb, context)
             else:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out
 
     def tap_points(self) -> dict[str, nn.Module]:
         """Named blocks for ``snapgen.models.taps.tap``: every encoder/mid/decoder block by its key
