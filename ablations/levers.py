@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_sharded(jobs(a.study, cells, a.seeds, base),
                        lambda j: run_job(j, b, paths, a.train_device, a.train_only),
                        lambda j: {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
-                                  "done": paths.record(j).exists()}, a.dry_run, asdict(b),
+                                  "done": paths.record(j).exists()}, a.dry_run,
+                       {**asdict(b), "base": list(base), "train_device": a.train_device},
                        done=lambda j: paths.record(j).exists())
 
 
