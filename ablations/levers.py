@@ -9,8 +9,8 @@ as the control (the default recipe), then scored on held-out world prompts; one 
     torchrun --nproc_per_node 2 -m ablations.levers --study lr --cell lr=4e-3            # 2 jobs at a time
     torchrun --nproc_per_node 6 -m ablations.levers --study gpu-batch --train-device cuda --train-only \
         --base "processes=1 batch_size=32" --cell batch_size=128 --seeds 0 1               # train on a GPU box ...
-    python -m ablations.levers --study gpu-batch --base "processes=1 batch_size=32" --cell batch_size=128 \
-        --seeds 0 1                                        # ... copy its run folders here, score them (no retraining)
+    python -m ablations.levers --study gpu-batch --train-device cuda --base "processes=1 batch_size=32" \
+        --cell batch_size=128 --seeds 0 1                  # ... copy its run folders here, score them (no retraining)
 
 A cell may change several fields at once (``--cell "lr=4e-3 warmup=200"``); the control cell ``default`` is always
 part of a study. The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
@@ -19,7 +19,8 @@ paired). ``--base`` changes the recipe of every cell, the control included (e.g.
 one-GPU box, where the recipe's two data-parallel processes cannot share the device); ``--train-device cuda`` trains
 on the GPU (the default, ``cpu``, forces CPU); both are part of a study's identity like its budget. With
 ``--train-only`` the jobs are trained and not scored, so a GPU box without the scoring models can train a study whose
-run folders are then scored elsewhere by the same command without ``--train-only`` (a finished run is not retrained). Each job reuses the ladder's stages (``ablations.ladder``): ``python -m snapgen.train``, then
+run folders are then scored elsewhere by the same command without ``--train-only`` (a finished run is not
+retrained). Each job reuses the ladder's stages (``ablations.ladder``): ``python -m snapgen.train``, then
 ``python -m evals.run geneval`` (held-out prompts) and ``fid --ref world``, each resumable.
 
 Records: kind ``lever``, ``<results>/world/levers/<study>/<cell>-s<seed>.json`` with the cell's overrides, the

@@ -47,8 +47,10 @@ PRESETS: dict[str, UNetConfig] = {
     # + FFN) at the lowest (8x8) level, where prompt and layout meet; 3.49M parameters, ~1.3x the training step
     "tiny-world-deep":   UNetConfig(stages=_stages((32, 64, 96), (1, 1, 1), (1, 1, 4)), **_WORLD, **_TEXT_384, norm_groups=8),
     # a cost lever of the world recipe: tiny-world behind a 2x2 space-to-depth stem (patch_size 2: 32 px in and out,
-    # its three levels at 16/8/4 instead of 32/16/8), the same blocks (2.27M parameters, +5k in stem and head), forward FLOPs per image
-    # 0.137 G instead of 0.513 G; what the paper's U-Net does on an f=8 VAE latent, done losslessly on pixels
+    # its three levels at 16/8/4 instead of 32/16/8), the same blocks (2.27M parameters, +5k in stem and head),
+    # forward FLOPs per image 0.137 G instead of 0.513 G; what the paper's U-Net does on an f=8 VAE latent, done
+    # losslessly on pixels. Measured (lever study `cost`, docs/world.md): 3x the images in the recipe's time, worse
+    # shapes; not adopted
     "tiny-world-p2":     UNetConfig(stages=_stages((32, 64, 96), (1, 1, 1), (1, 1, 2)), **_WORLD, **_TEXT_384, norm_groups=8,
                                     patch_size=2),
 }
