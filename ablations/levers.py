@@ -201,7 +201,6 @@ def job_record(j: LeverJob, b: Budget, run: Path, evals: dict[str, Path], device
                 "base": list(j.base), "train_device": device}
     stored = json.loads((run / "train_config.json").read_text())
     details = {"train_wall_s": train_wall_s(run), "run": str(run),
-               "train_environment": stored.get("environment"),
                "eval_records": {k: str(v) for k, v in evals.items()},
                "units": {"geneval_overall": geneval_units(read_record(evals["geneval"]), evals["geneval"])},
                "train_config": stored}

@@ -132,6 +132,11 @@ class UNetConfig:
             raise ValueError(f"patch_size={self.patch_size}: expected a divisor of sample_size={self.sample_size} "
                              "(1 = no space-to-depth stem)")
 
+    @property
+    def grid_size(self) -> int:
+        """Side of the first level's feature map at the reference ``sample_size`` (after the space-to-depth stem)."""
+        return self.sample_size // self.patch_size
+
     # --- flat per-stage views (the first format's fields) --------------------------------------
     @property
     def channels(self) -> tuple[int, ...]:

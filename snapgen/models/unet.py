@@ -102,7 +102,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
         c, cin = self.config, self.config.stages[0].width
         skips = [cin]
         for i, stage in enumerate(c.stages):
-            r = (c.sample_size // c.patch_size) >> i
+            r = c.grid_size >> i
             for j in range(stage.res_blocks):
                 self.enc[f"{r}x{r}_block{j}"] = self._unit(stage, cin, emb_dim, context_dim)
                 cin = stage.width
@@ -117,7 +117,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
         c = self.config
         if not c.mid_block:
             return
-        last, r = c.stages[-1], (c.sample_size // c.patch_size) >> (len(c.stages) - 1)
+        last, r = c.stages[-1], c.grid_size >> (len(c.stages) - 1)
         self.mid[f"{r}x{r}_res0"] = self._res(last.width, last.width, emb_dim)
         attn = self._attn(last, context_dim)
         if attn is not None:
@@ -127,7 +127,7 @@ class SnapGenUNet(PretrainedMixin, nn.Module):
     def _build_decoder(self, emb_dim: int, context_dim: int, skips: list[int]) -> None:
         c, cin = self.config, self.config.stages[-1].width
         for i in reversed(range(len(c.stages))):
-            stage, r = c.stages[i], (c.sample_size // c.patch_size) >> i
+            stage, r = c.stages[i], c.grid_size >> i
             for j in range(stage.res_blocks + 1):
                 self.dec[f"{r}x{r}_block{j}"] = self._unit(stage, cin + skips.pop(), emb_dim, context_dim)
                 cin = stage.width
