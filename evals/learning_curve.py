@@ -61,8 +61,12 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
 
 
 def images_seen(train_cfg: dict, step: int) -> int:
-    """Training images up to ``step``: the global batch (every process's) times the steps."""
-    return step * train_cfg["batch_size"] * train_cfg.get("grad_accum", 1) * train_cfg.get("processes", 1)
+    """Training images up to ``step``: the global batch (every process's) times the steps, the steps of a
+    progressive-resolution run's low-res phase (``lowres_steps``) at their own batch (``lowres_batch_size``)."""
+    accum, procs = train_cfg.get("grad_accum", 1), train_cfg.get("processes", 1)
+    low = min(step, train_cfg.get("lowres_steps", 0))
+    low_batch = train_cfg.get("lowres_batch_size", 0) or train_cfg["batch_size"]
+    return (low * low_batch + (step - low) * train_cfg["batch_size"]) * accum * procs
 
 
 def finished_text_stack(pipe: Path):

@@ -114,6 +114,45 @@ def test_batch_indices_are_disjoint_across_ranks_and_cover_epochs():
     assert batch_indices(3, 0, 1, 4, 10**9, 0) == [12, 13, 14, 15]        # unlimited world: direct index
 
 
+def test_progressive_resolution_phases_walk_the_data_without_gap_or_overlap():
+    cfg = TrainConfig(steps=10, lowres_steps=4, lowres_batch_size=6, batch_size=2, grad_accum=2, processes=2)
+    seen, sides = [], []
+    for micro in range(cfg.steps * cfg.grad_accum):
+        size, first, factor = cfg.micro_batch(micro, world=2)
+        assert (size, factor) == ((6, 2) if micro < 8 else (2, 1))      # 4 optimizer steps x 2 micro-steps at low res
+        seen += [i for r in range(2) for i in batch_indices(micro, r, 2, size, 10**9, 0, first)]
+    assert seen == list(range(8 * 6 * 2 + 12 * 2 * 2))                  # every world scene once, in order
+    assert TrainConfig().micro_batch(5, world=2) == (16, 5 * 16 * 2, 1)   # off: the recipe's positions, unchanged
+    assert TrainConfig(lowres_steps=3).micro_batch(0, world=2) == (16, 0, 2)  # lowres_batch_size 0: batch_size
+
+
+def test_progressive_resolution_trains_the_low_res_steps_on_downsampled_images(tmp_path, micro_config):
+    """The first lowres_steps steps see the images box-downsampled (a U-Net is resolution-agnostic), the rest the
+    full side; the phase is a resume key, and a run stopped inside the low-res phase resumes exactly."""
+    from snapgen.training.objectives.flow import RectifiedFlow
+
+    cfg = _cfg(tmp_path / "lr", micro_config, lowres_steps=3, lowres_batch_size=8)
+    obj = RectifiedFlow(cfg)
+    obj.build()
+    obj.setup(torch.device("cpu"))
+    g = torch.Generator()
+    low, high = obj.batch(0, 0, 1, g)["image"], obj.batch(3, 0, 1, g)["image"]
+    assert low.shape == (8, 3, 16, 16) and high.shape == (4, 3, 32, 32)
+    full = obj.dataset[0]["image"]                                      # scene 0, the low-res batch's first
+    assert torch.allclose(low[0], torch.nn.functional.avg_pool2d(full[None], 2)[0])
+    assert obj.batch(3, 0, 1, g)["caption"][0] == obj.dataset[3 * 8]["caption"]  # full res: after the 3 x 8 low-res
+    done = train(cfg, progress=False)
+    part = tmp_path / "part"
+    train(_cfg(part, micro_config, lowres_steps=3, lowres_batch_size=8, stop_at=2), progress=False)
+    with pytest.raises(ValueError, match="lowres_steps"):
+        train(_cfg(part, micro_config, lowres_steps=2, lowres_batch_size=8), progress=False)
+    train(_cfg(part, micro_config, lowres_steps=3, lowres_batch_size=8), progress=False)
+    a, b = _weights(done), _weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (done / "log.jsonl").read_text().splitlines()]
+    assert [round(r["images_per_s"] * r["step_time_s"]) for r in log] == [8, 8, 8, 4, 4, 4]
+
+
 def test_corrupted_checkpoint_and_empty_dataset_errors(tmp_path, micro_config):
     from snapgen.data.datasets import CaptionFolder, ClassFolder
 
@@ -237,6 +276,9 @@ def test_learning_curve_counts_the_images_of_every_process():
 
     assert images_seen({"batch_size": 16, "processes": 2}, 3000) == 96_000
     assert images_seen({"batch_size": 16, "grad_accum": 2}, 10) == 320            # runs recorded before processes
+    progressive = {"batch_size": 16, "processes": 2, "lowres_steps": 1500, "lowres_batch_size": 48}
+    assert images_seen(progressive, 3000) == (1500 * 48 + 1500 * 16) * 2
+    assert images_seen({"batch_size": 16, "processes": 2, "lowres_steps": 1500}, 1000) == 32_000   # low-res batch 0: 16
 
 
 @pytest.mark.slow

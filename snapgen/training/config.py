@@ -32,8 +32,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
     **{k: (1, None, False, "a count") for k in (
         "steps", "batch_size", "grad_accum", "keep_ckpts", "log_every", "ckpt_every", "sample_steps", "resolution",
         "world_length", "world_resolution", "crop_size", "ladd_head_hidden", "disc_channels", "disc_layers",
-        "threads", "stop_at", "proj_hidden", "processes")},
-    **{k: (0, None, False, "a step or seed") for k in ("warmup", "seed", "world_seed", "adv_start_step")},
+        "threads", "stop_at", "proj_hidden", "processes", "lowres_factor")},
+    **{k: (0, None, False, "a step or seed") for k in ("warmup", "seed", "world_seed", "adv_start_step", "lowres_steps")},
+    "lowres_batch_size": (0, None, False, "a batch size, 0 = batch_size"),
     **{k: (0, None, True, "a rate or scale") for k in ("lr", "disc_lr", "ladd_disc_lr", "logit_std", "shift",
                                                        "ladd_disc_logit_std")},
     **{k: (0, None, False, "a weight") for k in (

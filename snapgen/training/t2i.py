@@ -40,6 +40,12 @@ class TrainConfig:
                                             # launch the world size must equal it
     grad_accum: int = 1                     # micro-steps per optimizer step
     steps: int = 3000                       # optimizer steps (the world recipe: <= 30 min on 2 CPU cores)
+    lowres_steps: int = 0                   # progressive resolution: the first N optimizer steps train on the images
+                                            # box-downsampled by lowres_factor (the U-Net is resolution-agnostic), the
+                                            # rest at `resolution`, as SnapGen trains 256 -> 512 -> 1024 px. 0 = off
+    lowres_factor: int = 2                  # downsampling factor of those steps (2: 32 px images train at 16 px)
+    lowres_batch_size: int = 0              # batch per process during those steps (0 = batch_size): a smaller image
+                                            # costs fewer FLOPs, so the same step time holds more of them
     lr: float = 2e-3                        # AdamW peak learning rate
     warmup: int = 100                       # linear warm-up steps, then cosine decay to lr_min
     lr_min: float = 1e-4                    # final learning rate
@@ -105,7 +111,35 @@ class TrainConfig:
             raise ValueError(f"resolution={self.resolution}: must be divisible by {factor} (the U-Net {self.unet!r} "
                              f"halves the side {len(ucfg.stages) - 1} times" + (f" after the VAE's {vae}x" if vae > 1
                                                                                  else "") + ")")
+        self._validate_lowres(ucfg, vae)
         return self
+
+    def _validate_lowres(self, ucfg: UNetConfig | DiTConfig, vae: int) -> None:
+        """Progressive resolution: the low-res phase's side must divide into the denoiser too; pixel space only."""
+        if not self.lowres_steps:
+            return
+        if self.lowres_steps >= self.steps:
+            raise ValueError(f"lowres_steps={self.lowres_steps}: must be below steps={self.steps} (the run ends at "
+                             "the training resolution); lower lowres_steps or raise steps")
+        if vae > 1:
+            raise ValueError("lowres_steps with vae: progressive resolution downsamples pixels, not latents; drop "
+                             "--set lowres_steps or train in pixel space")
+        side, rest = divmod(self.resolution, self.lowres_factor)
+        unit = ucfg.patch_size * (1 if isinstance(ucfg, DiTConfig) else 2 ** (len(ucfg.stages) - 1))
+        if rest or side % unit:
+            raise ValueError(f"lowres_factor={self.lowres_factor}: resolution {self.resolution} / {self.lowres_factor}"
+                             f" must be a whole side divisible by {unit} (the denoiser {self.unet!r}); pick another "
+                             "lowres_factor")
+
+    def micro_batch(self, micro_step: int, world: int) -> tuple[int, int, int]:
+        """(per-process batch size, dataset position of the micro-step's first sample, downsampling factor) of a
+        micro-step: the low-res phase (the first ``lowres_steps`` optimizer steps) comes first, then the rest at
+        ``resolution``; positions run on without a gap or overlap across the phases."""
+        lo_micro = self.lowres_steps * self.grad_accum
+        lo_batch = self.lowres_batch_size or self.batch_size
+        if micro_step < lo_micro:
+            return lo_batch, micro_step * lo_batch * world, self.lowres_factor
+        return self.batch_size, lo_micro * lo_batch * world + (micro_step - lo_micro) * self.batch_size * world, 1
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
@@ -125,12 +159,13 @@ class TrainConfig:
 
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
 RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "processes", "grad_accum", "seed", "vae",
-               "tag_weights")
+               "tag_weights", "lowres_steps", "lowres_factor", "lowres_batch_size")
 
 # Fields added to TrainConfig after runs were recorded, each with the value that reproduces the code those runs were
 # trained with: a stored config (a record, a shipped checkpoint) without the field meant this value, whatever the
 # field's default is today. A rerun of an old run passes these explicitly (``ablations ladder --verify``).
-LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1, "tag_weights": [1.0] * 6}
+LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1, "tag_weights": [1.0] * 6,
+                                    "lowres_steps": 0, "lowres_factor": 2, "lowres_batch_size": 0}
 
 
 def stored_recipe(train_config: dict) -> dict:
@@ -215,13 +250,16 @@ def build_dataset(cfg: TrainConfig):
     return ds
 
 
-def batch_indices(micro_step: int, rank: int, world: int, batch: int, n: int, seed: int) -> list[int]:
+def batch_indices(micro_step: int, rank: int, world: int, batch: int, n: int, seed: int,
+                  first: int | None = None) -> list[int]:
     """Dataset indices of one micro-batch (``micro_step`` counts micro-steps from 0), sharded by rank.
 
+    ``first`` is the position of the micro-step's first sample (all ranks); by default ``micro_step * batch *
+    world`` (one batch size all run long; ``TrainConfig.micro_batch`` gives it under progressive resolution).
     Finite datasets walk a fresh seeded permutation per epoch; the (unlimited) synthetic world is
     indexed directly, since its item i is already a deterministic random scene.
     """
-    start = micro_step * batch * world + rank * batch
+    start = (micro_step * batch * world if first is None else first) + rank * batch
     if n >= 10**8:
         return list(range(start, start + batch))
     out, perm, epoch = [], None, None

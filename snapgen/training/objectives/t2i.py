@@ -51,9 +51,16 @@ class TextToImage:
             prefill_world_prompts(self.cached, self.cfg)
 
     def batch(self, micro_step: int, rank: int, world: int, g: torch.Generator) -> dict:
-        idx = batch_indices(micro_step, rank, world, self.cfg.batch_size, len(self.dataset), self.cfg.seed)
+        size, first, factor = self.cfg.micro_batch(micro_step, world)
+        idx = batch_indices(micro_step, rank, world, size, len(self.dataset), self.cfg.seed, first)
         batch = collate([self.dataset[i] for i in idx])
-        batch["image"] = self._layout(batch["image"].to(self.device))
+        image = batch["image"].to(self.device)
+        if factor > 1:  # progressive resolution's low-res phase: box filter, the mean of each factor x factor block
+            # PAPER-UNKNOWN: how SnapGen's 256 px stage gets its images (resized from the same data, filter not
+            # stated) and whether it shifts timesteps by resolution (SD3 does); chose a box filter and the same
+            # timestep distribution at both sides
+            image = torch.nn.functional.avg_pool2d(image, factor)
+        batch["image"] = self._layout(image)
         return batch
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
