@@ -19,7 +19,8 @@ from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
 from snapgen.models.unet import SnapGenUNet
 from snapgen.pipeline import SnapGenPipeline, flow_scheduler, load_legacy, set_flow_timesteps
 from test_sampling_parity import one_thread  # noqa: F401  (autouse: 1 torch thread)
-from test_sampling_parity import PROMPTS, SHIPPED, WORLD, pixels_sha, tiny_decoder_pipeline, vae_pipeline
+from test_sampling_parity import (PROMPTS, SHIPPED, WORLD, needs_pins, pixels_sha, tiny_decoder_pipeline,
+                                  vae_pipeline)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +69,7 @@ def test_pipeline_call_equals_euler_sample():
 
 
 # --- loading as diffusers users do ---------------------------------------------------------------------
+@needs_pins
 def test_fresh_interpreter_loads_with_diffusion_pipeline_and_generates(converted):
     code = ("import torch, hashlib, numpy as np; torch.set_num_threads(1)\n"
             "import snapgen.pipeline\n"
@@ -84,6 +86,7 @@ def test_fresh_interpreter_loads_with_diffusion_pipeline_and_generates(converted
     assert lines[2] == WORLD["default"][0]        # the images the shipped scores were computed from
 
 
+@needs_pins
 def test_shipped_folder_loads_with_diffusion_pipeline_in_a_fresh_interpreter(tmp_path):
     """Issue 15's acceptance check on the committed folder itself (not a converted copy), run from outside the
     repository: DiffusionPipeline's images equal SnapGenPipeline.from_pretrained's bit for bit (sha256 of the uint8
@@ -106,6 +109,7 @@ def test_shipped_folder_loads_with_diffusion_pipeline_in_a_fresh_interpreter(tmp
     assert lines[4:] == ["32", ours] and ours == WORLD["default"][0]
 
 
+@needs_pins
 def test_index_only_writes_the_committed_index_files_and_changes_no_file(tmp_path):
     """The shipped folder in the layout before diffusers (pipeline.json, unet/, text/, no index files):
     ``write_index`` reproduces the committed index files byte for byte, leaves every other file as it was, is a
@@ -158,6 +162,7 @@ def test_index_only_on_an_older_tiny_decoder_folder(tmp_path):
     assert torch.equal(again.generate(**kw), before)
 
 
+@needs_pins
 def test_converted_copy_generates_the_same_images(converted):
     pipe = DiffusionPipeline.from_pretrained(converted)
     assert isinstance(pipe, SnapGenPipeline) and pipe.pipeline_config == SnapGenPipeline.from_pretrained(SHIPPED).pipeline_config

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from snapgen.config import UNetConfig
+from snapgen.env import cpu_name
 from snapgen.models.decoder import TinyDecoder, TinyDecoderConfig
 from snapgen.models.unet import SnapGenUNet
 from snapgen.pipeline import PipelineConfig, SnapGenPipeline
@@ -73,12 +74,30 @@ def vae_pipeline() -> SnapGenPipeline:
                                                                      resolution=64, steps=3, guidance=3.0))
 
 
-# (pixels sha256, float output sha256) recorded with the hand-written Euler sampler (commit before the move)
-WORLD = {
-    "default": ("f8b9dcc2131db7f0", "65c19b7038b3efac"),          # the re-shipped world-tiny (2-process recipe)
-    "steps6_guidance1": ("6a8f0e927c985c5b", "5829870bcfc1739c"),
-    "steps5_guidance5_shift3": ("2e7138982d6bceee", "2e442e530ce3b80e"),
+# (pixels sha256, float output sha256) per CPU family: float kernels round differently across families (the same
+# code gives other low bits on an Intel Xeon with AMX than on an AMD EPYC), so a pin is a claim about one family.
+# AMD EPYC: recorded with the hand-written Euler sampler (commit before the move onto diffusers), held since.
+# Intel Xeon: recorded at 688b519 with today's sampler; its pixels of the shipped default case equal the EPYC ones
+# (the images the shipped scores were computed from), and its other cases differ from the EPYC pins only in float
+# rounding (the float outputs) or, in the guidance-5 case, in pixels that rounding moved across a uint8 step.
+PINS = {
+    "AMD EPYC": {
+        "world": {"default": ("f8b9dcc2131db7f0", "65c19b7038b3efac"),   # the re-shipped world-tiny (2 processes)
+                  "steps6_guidance1": ("6a8f0e927c985c5b", "5829870bcfc1739c"),
+                  "steps5_guidance5_shift3": ("2e7138982d6bceee", "2e442e530ce3b80e")},
+        "tiny": ("4b0a399a988b4f77", "432fb70c9cee33a5"),
+        "vae": ("60477ab7b4fa95a4", "acb93aaa10efcbef")},
+    "Intel(R) Xeon(R) Processor": {
+        "world": {"default": ("f8b9dcc2131db7f0", "1c3c4fc0432e00a7"),
+                  "steps6_guidance1": ("6a8f0e927c985c5b", "2abbfa3c8293534d"),
+                  "steps5_guidance5_shift3": ("b54468278d1bf8c1", "2d342f7a74f15396")},
+        "tiny": ("4159fab1e887f567", "432fb70c9cee33a5"),
+        "vae": ("60477ab7b4fa95a4", "d291bcee1d43edeb")},
 }
+FAMILY = next((f for f in PINS if cpu_name().startswith(f)), None)
+WORLD, TINY, VAE = (PINS[FAMILY or "AMD EPYC"][k] for k in ("world", "tiny", "vae"))
+needs_pins = pytest.mark.skipif(FAMILY is None, reason=f"no pins recorded for this CPU family ({cpu_name()!r}); "
+                                                       "record them with this file's cases on it")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +105,7 @@ def world():
     return SnapGenPipeline.from_pretrained(SHIPPED)
 
 
+@needs_pins
 @pytest.mark.parametrize("case", sorted(WORLD))
 def test_shipped_world_tiny_images_are_pinned(world, case):
     kw = {"default": dict(seeds=[0, 1, 12345]),
@@ -96,6 +116,7 @@ def test_shipped_world_tiny_images_are_pinned(world, case):
         assert tensor_sha(world.generate(PROMPTS, output="tensor", **kw)) == WORLD[case][1]
 
 
+@needs_pins
 def test_tiny_decoder_pipeline_is_pinned():
     """The pin guards the sampler's arithmetic, so it is taken on the decoder's module path (the pins predate the
     tiny decoder's fused CPU path, which rounds differently); the fused path, the default, stays within float
@@ -109,11 +130,9 @@ def test_tiny_decoder_pipeline_is_pinned():
     assert (fused - out).abs().max() <= 1e-5
 
 
+@needs_pins
 def test_vae_pipeline_is_pinned():
     pipe = vae_pipeline()
     out = pipe.generate(class_labels=[2, 0], seeds=[5, 6], output="tensor")
     assert (pixels_sha(pipe.generate(class_labels=[2, 0], seeds=[5, 6])), tensor_sha(out)) == VAE
 
-
-TINY = ("4b0a399a988b4f77", "432fb70c9cee33a5")
-VAE = ("60477ab7b4fa95a4", "acb93aaa10efcbef")
