@@ -174,3 +174,16 @@ def test_base_and_train_device_shape_every_job(tmp_path, monkeypatch):
         levers.check_budget(paths, "gpu", b, (), "cuda")
     with pytest.raises(ValueError, match="--train-device cpu: .*trained on cuda"):
         levers.check_budget(paths, "gpu", b, base, "cpu")
+
+
+def test_the_table_names_the_cpus_when_a_study_trained_on_several():
+    """Train walls from two CPU families are not comparable: the CPU comes from each job's train_config (the
+    `cost` study's table names both since its progressive-resolution cell trained on another host)."""
+    from ablations.tables.levers import _train_cpu
+
+    def rec(env):
+        return {"details": {"train_config": {"environment": env}}}
+
+    assert _train_cpu(rec({"device": "cpu", "cpu": "AMD EPYC 7B13"})) == "AMD EPYC 7B13"
+    assert _train_cpu(rec({"device": "cuda:0", "cpu": "AMD EPYC"})) == "a GPU (cuda)"
+    assert _train_cpu({"details": {}}) == "unknown"

@@ -14,6 +14,14 @@ from ablations.tables.ladder import _ci, _fid, _fmt, _vs_parent, hierarchical_ci
 CONTROL = "default"
 
 
+def _train_cpu(rec: dict) -> str:
+    """The CPU a lever job trained on (its train_config's environment), or "a GPU (cuda)"; "unknown" if unstated."""
+    env = (rec["details"].get("train_config") or {}).get("environment") or {}
+    if str(env.get("device", "cpu")).startswith("cuda"):
+        return "a GPU (cuda)"
+    return env.get("cpu") or "unknown"
+
+
 def _fid_key(rec: dict) -> str | None:
     return next((k for k in rec["scores"] if k.startswith("fid")), None)
 
@@ -81,5 +89,10 @@ def render(root: Path, allow_dirty: bool = False) -> str:
         if unpaired:
             lines += ["", f"Δ FID not paired for {', '.join(unpaired)}: FID-world at another resolution than the "
                           "control's (renders and Inception inputs differ), so the two FIDs are not comparable."]
+        cpus = {name: sorted({_train_cpu(r) for r in seeds.values()}) for name, seeds in cells.items()}
+        if len({c for v in cpus.values() for c in v}) > 1:
+            lines += ["", "Train wall measured on different CPUs, so those walls are not comparable with each other: "
+                          + "; ".join(f"{name}: {', '.join(cpus[name])}" for name in
+                                      [CONTROL] + sorted(c for c in cpus if c != CONTROL) if name in cpus) + "."]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
