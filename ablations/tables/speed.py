@@ -103,14 +103,15 @@ def _latency(recs: dict[str, dict]) -> list[str]:
 
 def _training(recs: dict[str, dict]) -> list[str]:
     out = ["## Training throughput (`python -m evals.bench_train`)", "",
-           "| preset | threads | setting | images/s |", "|---|---:|---|---:|"]
-    for r in recs.values():
+           "Rates compare within one record (one interleaved run on one CPU); the CPU differs between hosts.", "",
+           "| preset | threads | setting | images/s | CPU | record |", "|---|---:|---|---:|---|---|"]
+    for path, r in recs.items():
         p = r["protocol"]
         for k, s in sorted(r["scores"].items(), key=lambda kv: -kv[1]["value"]):
             if k.startswith("train_images_per_s_"):
                 threads = p.get("threads") or "per setting"       # records made with --launch: PxT in the setting
                 out.append(f"| {p.get('preset')} | {threads} | {k.removeprefix('train_images_per_s_')} | "
-                           f"{s['value']:.1f} |")
+                           f"{s['value']:.1f} | {r['environment'].get('cpu', '—')} | `{Path(path).name}` |")
     return out + [""]
 
 
