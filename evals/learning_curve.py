@@ -61,12 +61,14 @@ def checkpoint_pipeline(ck: Path, run: Path, dest: Path) -> Path:
 
 
 def images_seen(train_cfg: dict, step: int) -> int:
-    """Training images up to ``step``: the global batch (every process's) times the steps, the steps of a
-    progressive-resolution run's low-res phase (``lowres_steps``) at their own batch (``lowres_batch_size``)."""
-    accum, procs = train_cfg.get("grad_accum", 1), train_cfg.get("processes", 1)
-    low = min(step, train_cfg.get("lowres_steps", 0))
-    low_batch = train_cfg.get("lowres_batch_size", 0) or train_cfg["batch_size"]
-    return (low * low_batch + (step - low) * train_cfg["batch_size"]) * accum * procs
+    """Training images before ``step``, every process's: the dataset position where the step's first micro-batch
+    starts (``TrainConfig.micro_batch``, which also knows a progressive-resolution run's low-res batch); fields a
+    stored config lacks take their ``LEGACY_VALUES``."""
+    from snapgen.training.t2i import TrainConfig, stored_recipe
+
+    fields = stored_recipe(train_cfg)
+    cfg = TrainConfig(**{**fields, "tag_weights": tuple(fields["tag_weights"])})
+    return cfg.micro_batch(step * cfg.grad_accum, cfg.processes)[1]
 
 
 def finished_text_stack(pipe: Path):

@@ -116,7 +116,7 @@ def test_batch_indices_are_disjoint_across_ranks_and_cover_epochs():
 
 def test_progressive_resolution_phases_walk_the_data_without_gap_or_overlap():
     cfg = TrainConfig(steps=10, lowres_steps=4, lowres_batch_size=6, batch_size=2, grad_accum=2, processes=2)
-    seen, sides = [], []
+    seen = []
     for micro in range(cfg.steps * cfg.grad_accum):
         size, first, factor = cfg.micro_batch(micro, world=2)
         assert (size, factor) == ((6, 2) if micro < 8 else (2, 1))      # 4 optimizer steps x 2 micro-steps at low res
