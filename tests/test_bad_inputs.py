@@ -297,6 +297,8 @@ CASES = [
     ("train-lowres-factor-odd", TR, ["--set", "lowres_steps=5", "lowres_factor=3", "--dry-run"], 2, "lowres_factor"),
     ("train-lowres-factor-0", TR, ["--set", "lowres_factor=0", "--dry-run"], 2, "lowres_factor"),
     ("train-lowres-batch-neg", TR, ["--set", "lowres_batch_size=-2", "--dry-run"], 2, "lowres_batch_size"),
+    ("train-optimizer-unknown", TR, ["--set", "optimizer=sgd", "--dry-run"], 2, "optimizer"),
+    ("train-muon-momentum-big", TR, ["--set", "optimizer=muon", "muon_momentum=1.5", "--dry-run"], 2, "muon_momentum"),
     ("train-set-twice", TR, ["--set", "steps=3", "steps=5", "--dry-run"], 2, "steps is given twice"),
     ("train-out-and-set-out", TR, ["--out", "{tmp}/r1", "--set", "out={tmp}/r2", "--dry-run"], 2, "--out {tmp}/r1"),
     ("train-threads-and-set-threads", TR, ["--threads", "1", "--set", "threads=2", "--dry-run"], 2, "--threads 1"),

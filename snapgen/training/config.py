@@ -43,6 +43,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, str]] = {
         "kd_feature_weight", "kd_max_ratio", "ladd_adv_weight", "ladd_distill_weight", "sample_guidance")},
     **{k: (0, 1, False, "a probability") for k in ("text_drop_prob", "kd_w_max", "kd_w_min")},
     "ema_decay": (0, 1, False, "an EMA decay"),
+    "muon_momentum": (0, 1, False, "a momentum"),
 }
 
 

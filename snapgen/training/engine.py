@@ -35,13 +35,14 @@ from snapgen.io import atomic_write_json, check_writable_dir
 from snapgen.training.checkpoint import (check_not_finished_elsewise, check_resumable, latest_checkpoint, load_checkpoint,
                                         save_checkpoint, trim_log)
 from snapgen.training.ema import ema_decay_at, ema_update
+from snapgen.training.optim import build_optimizer
 
 
 @dataclass(frozen=True)
 class LoopConfig:
     out: str                                # run directory: checkpoints/, log.jsonl, train_config.json
     steps: int                              # optimizer steps
-    lr: float                               # main optimizer (AdamW) peak learning rate
+    lr: float                               # main optimizer's peak learning rate
     grad_accum: int = 1                     # micro-steps per optimizer step
     warmup: int = 0                         # linear warm-up steps, then cosine decay to lr_min
     lr_min: float | None = None             # final learning rate (None = lr: constant after warm-up)
@@ -49,6 +50,8 @@ class LoopConfig:
     weight_decay: float = 0.0               # AdamW weight decay of the main optimizer
     grad_clip: float = 1.0                  # max global grad norm of the main optimizer's parameters (0 = off)
     ema_decay: float = 0.995                # EMA decay after warm-up
+    optimizer: Literal["adamw", "muon"] = "adamw"  # main optimizer (snapgen.training.optim)
+    muon_momentum: float = 0.95             # Muon's Nesterov momentum (optimizer="muon")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0                           # model init and every per-step draw
     log_every: int = 25                     # JSONL log period (steps); the last step always logs
@@ -201,8 +204,8 @@ def _prepare(objective: Objective, loop: LoopConfig, config: dict, resume: bool)
     acc = make_accelerator(loop)
     torch.manual_seed(loop.seed)
     parts = objective.build()
-    params = [p for m in parts.trained.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=loop.lr, betas=loop.betas, weight_decay=loop.weight_decay)
+    opt, params = build_optimizer(loop.optimizer, parts.trained, loop.lr, loop.betas, loop.weight_decay,
+                                  loop.muon_momentum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, loop) / loop.lr)
     critic_params = [p for m in parts.critics.values() for p in m.parameters()]
     critic_opt = objective.critic_optimizer(critic_params) if critic_params else None

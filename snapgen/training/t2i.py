@@ -52,6 +52,9 @@ class TrainConfig:
     weight_decay: float = 0.0               # AdamW weight decay
     grad_clip: float = 1.0                  # max global grad norm (0 = off)
     ema_decay: float = 0.999                # EMA of weights after warm-up (sampling uses EMA)
+    optimizer: Literal["adamw", "muon"] = "adamw"  # main optimizer: AdamW, or Muon for the hidden weight matrices
+                                            # (+ AdamW for the rest; same lr and schedule: snapgen.training.optim)
+    muon_momentum: float = 0.95             # Muon's Nesterov momentum (optimizer=muon)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # accelerate autocast
     timesteps: Literal["uniform", "logit_normal", "shifted_logit_normal"] = "logit_normal"  # training t sampler
     logit_mean: float = 0.0                 # logit-normal timestep mean (SD3 default 0)
@@ -152,20 +155,22 @@ class TrainConfig:
     def loop(self) -> LoopConfig:
         return LoopConfig(out=self.out, steps=self.steps, lr=self.lr, grad_accum=self.grad_accum, warmup=self.warmup,
                           lr_min=self.lr_min, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-                          ema_decay=self.ema_decay, mixed_precision=self.mixed_precision, seed=self.seed,
+                          ema_decay=self.ema_decay, optimizer=self.optimizer, muon_momentum=self.muon_momentum,
+                          mixed_precision=self.mixed_precision, seed=self.seed,
                           log_every=self.log_every, ckpt_every=self.ckpt_every, keep_ckpts=self.keep_ckpts,
                           stop_at=self.stop_at, threads=self.threads, cpu=self.cpu)
 
 
 # fields a resumed run must share with its checkpoint (the rest, e.g. steps or log_every, may change)
 RESUME_KEYS = ("unet", "data", "resolution", "text", "batch_size", "processes", "grad_accum", "seed", "vae",
-               "tag_weights", "lowres_steps", "lowres_factor", "lowres_batch_size")
+               "tag_weights", "lowres_steps", "lowres_factor", "lowres_batch_size", "optimizer")
 
 # Fields added to TrainConfig after runs were recorded, each with the value that reproduces the code those runs were
 # trained with: a stored config (a record, a shipped checkpoint) without the field meant this value, whatever the
 # field's default is today. A rerun of an old run passes these explicitly (``ablations ladder --verify``).
 LEGACY_VALUES: dict[str, object] = {"split_depthwise": False, "processes": 1, "tag_weights": [1.0] * 6,
-                                    "lowres_steps": 0, "lowres_factor": 2, "lowres_batch_size": 0}
+                                    "lowres_steps": 0, "lowres_factor": 2, "lowres_batch_size": 0,
+                                    "optimizer": "adamw", "muon_momentum": 0.95}
 
 
 def stored_recipe(train_config: dict) -> dict:
