@@ -5,6 +5,7 @@
     python -m evals.bench_train --threads 1 --mixed-precision no --split-depthwise    # + the split-depthwise lever
     python -m evals.bench_train --launch 1x2 2x1 --mixed-precision no --split-depthwise  # 2 cores: 1 process x 2
                                                  # threads vs 2 torchrun ranks x 1 thread (gloo DDP, global batch 2x)
+    python -m evals.bench_train --launch 2x1 --mixed-precision no --optimizers adamw muon  # + the optimizer lever
 
 Each setting trains ``--steps`` optimizer steps of the real engine (``snapgen.train``) in a temporary folder,
 ``--rounds`` times, settings interleaved round by round so a load change on a shared machine hits them
@@ -38,7 +39,7 @@ def parse_launch(text: str) -> tuple[int, int]:
 
 
 def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, steps: int, warmup: int,
-         processes: int = 1) -> float:
+         processes: int = 1, optimizer: str = "adamw") -> float:
     """Median seconds per optimizer step after warm-up (a fresh process per setting: accelerate's state,
     e.g. its mixed precision, is fixed once per process). With ``processes`` > 1 ``snapgen.train`` launches that many
     gloo ranks itself under ``torch.distributed.run`` (rank 0 writes the log; every rank runs the same step)."""
@@ -49,7 +50,7 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
     with tempfile.TemporaryDirectory() as tmp:
         sets = [f"unet={preset}", f"batch_size={batch}", f"steps={steps}", f"mixed_precision={mp}",
                 f"channels_last={str(cl).lower()}", f"split_depthwise={str(split).lower()}", f"threads={threads}",
-                f"processes={processes}", "cpu=true", "log_every=1",
+                f"processes={processes}", f"optimizer={optimizer}", "cpu=true", "log_every=1",
                 f"ckpt_every={10**9}", "keep_ckpts=1", "sample_steps=1"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         done = subprocess.run([sys.executable, "-m", "snapgen.train", "--out", tmp, "--no-progress", "--set", *sets],
@@ -57,7 +58,7 @@ def _one(preset: str, batch: int, mp: str, cl: bool, split: bool, threads: int, 
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"snapgen.train exited {done.returncode} for {processes}x{threads}, batch {batch}, {mp}, "
-                               f"channels_last={cl}, split_depthwise={split}: {last}")
+                               f"channels_last={cl}, split_depthwise={split}, optimizer={optimizer}: {last}")
         rows = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["step_time_s"] for r in rows if r["step"] >= warmup)
 
@@ -74,11 +75,13 @@ def throughput_record(name: str, rows: list[dict], protocol: dict, rounds: int, 
 
 
 def setting_key(r: dict) -> str:
-    """``b16_no_contig``, ``b16_bf16_cl``, ``b16_no_cl_split`` (split only where the row has it on), prefixed by
-    the launch (``2x1_b16_no_contig``) in records made with ``--launch``."""
+    """``b16_no_contig``, ``b16_bf16_cl``, ``b16_no_cl_split`` (split only where the row has it on, the optimizer
+    only where it is not AdamW: ``b16_no_contig_split_muon``), prefixed by the launch (``2x1_b16_no_contig``) in
+    records made with ``--launch``."""
+    opt = r.get("optimizer", "adamw")
     return ((f"{r['processes']}x{r['threads']}_" if "processes" in r else "")
             + f"b{r['batch_size']}_{r['mixed_precision']}_{'cl' if r['channels_last'] else 'contig'}"
-            + ("_split" if r.get("split_depthwise") else ""))
+            + ("_split" if r.get("split_depthwise") else "") + ("" if opt == "adamw" else f"_{opt}"))
 
 
 def migrate_v1(old: dict, path: Path) -> dict:
@@ -106,6 +109,10 @@ def check_args(a) -> None:
         raise ValueError(f"--warmup {a.warmup}: must be below --steps {a.steps} (the step times after the warm-up are "
                          "the measurement); lower --warmup or raise --steps")
     dup = sorted({b for b in a.batch_sizes if a.batch_sizes.count(b) > 1})
+    if "adamw" not in a.optimizers:
+        raise ValueError(f"--optimizers {' '.join(a.optimizers)}: include adamw (the baseline of every ratio)")
+    if len(set(a.optimizers)) < len(a.optimizers):
+        raise ValueError("--optimizers: an optimizer given more than once; pass each once")
     if dup:
         raise ValueError(f"--batch-sizes: {', '.join(map(str, dup))} given more than once; pass each size once")
     if a.launch:
@@ -128,22 +135,22 @@ def check_args(a) -> None:
         if old != sorted(settings_of(a)):
             raise ValueError(f"{out} holds another set of settings ({len(old)} rows; this run times "
                              f"{len(settings_of(a))}); pass --out PATH for this grid, or the same --batch-sizes, "
-                             "--mixed-precision and --split-depthwise to re-measure that record")
+                             "--mixed-precision, --split-depthwise and --optimizers to re-measure that record")
 
 
 def settings_of(a) -> list[tuple]:
-    """(batch, mixed precision, channels_last, split_depthwise, processes, threads) of every timed setting, in
-    timing order (without ``--launch``: one process of ``--threads``)."""
+    """(batch, mixed precision, channels_last, split_depthwise, optimizer, processes, threads) of every timed
+    setting, in timing order (without ``--launch``: one process of ``--threads``)."""
     mps = list(dict.fromkeys(["no", *a.mixed_precision]))          # fp32 contiguous is the baseline of every ratio
     splits = (False, True) if a.split_depthwise else (False,)
-    grid = list(itertools.product(a.batch_sizes, mps, (False, True), splits))
+    grid = list(itertools.product(a.batch_sizes, mps, (False, True), splits, a.optimizers))
     return [(*g, *layout) for layout in (a.launch or [(1, a.threads)]) for g in grid]
 
 
 def _setting_of_row(r: dict, threads: int) -> tuple:
     """A record row as ``settings_of`` gives it (rows of records made without ``--launch``: 1 x ``threads``)."""
     return (r["batch_size"], r["mixed_precision"], r["channels_last"], r.get("split_depthwise", False),
-            r.get("processes", 1), r.get("threads", threads))
+            r.get("optimizer", "adamw"), r.get("processes", 1), r.get("threads", threads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="autocast settings to time (no = fp32; the baseline is no + contiguous)")
     p.add_argument("--split-depthwise", action="store_true",
                    help="also time every setting with split_depthwise=true (snapgen.models.layers.set_split_depthwise)")
+    p.add_argument("--optimizers", nargs="+", choices=("adamw", "muon"), default=["adamw"],
+                   help="main optimizers to time (snapgen.training.optim; the baseline is adamw)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads of the one process (default 2)")
     p.add_argument("--launch", type=parse_launch, nargs="+", default=None, metavar="PxT",
                    help="process layouts to time, e.g. 1x2 2x1 (P processes of T threads; P > 1 as gloo ranks under "
@@ -172,21 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     for r in range(a.rounds):
         for s in settings:
-            procs, threads = s[4:]
-            times[s].append(_one(a.preset, *s[:4], threads, a.steps, a.warmup, procs))
+            procs, threads = s[5:]
+            times[s].append(_one(a.preset, *s[:4], threads, a.steps, a.warmup, procs, optimizer=s[4]))
             print(f"round {r}: {procs}x{threads} batch {s[0]} {s[1]:4s} channels_last={s[2]!s:5s} "
-                  f"split_depthwise={s[3]!s:5s} {times[s][-1] * 1000:.0f} ms/step", flush=True)
+                  f"split_depthwise={s[3]!s:5s} optimizer={s[4]} {times[s][-1] * 1000:.0f} ms/step", flush=True)
     rows = []
     for s, ts in times.items():
-        batch, mp, cl, split, procs, threads = s
+        batch, mp, cl, split, opt, procs, threads = s
         med = statistics.median(ts)
         rows.append({"batch_size": batch, "mixed_precision": mp, "channels_last": cl, "split_depthwise": split,
+                     **({"optimizer": opt} if opt != "adamw" or len(a.optimizers) > 1 else {}),
                      **({"processes": procs, "threads": threads} if a.launch else {}),
                      "step_time_s": med, "step_time_rounds_s": ts, "images_per_s": batch * procs / med})
     for r in rows:   # the baseline: fp32 contiguous, same batch (and, with --launch, the first layout given)
         base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["mixed_precision"] == "no"
                     and not b["channels_last"] and not b["split_depthwise"]
-                    and _setting_of_row(b, a.threads)[4:] == settings[0][4:])
+                    and _setting_of_row(b, a.threads)[4:] == ("adamw", *settings[0][5:]))   # the first layout
         r["speedup_vs_fp32_contiguous_same_batch"] = r["images_per_s"] / base["images_per_s"]
     protocol = {"preset": a.preset, "threads": None if a.launch else a.threads,
                 **({"launch": [f"{p}x{t}" for p, t in a.launch], "baseline_launch": f"{a.launch[0][0]}x{a.launch[0][1]}",
@@ -194,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                    if a.launch else {}),
                 "steps": a.steps, "warmup_steps": a.warmup,
                 "rounds": a.rounds, "timing": "median step time after warm-up, median over interleaved rounds",
-                "engine": "snapgen.train (rectified flow, world data, AdamW, EMA)"}
+                "optimizers": a.optimizers,
+                "engine": "snapgen.train (rectified flow, world data, EMA; the row's optimizer, AdamW unless named)"}
     record = throughput_record(record_name(a), rows, protocol, a.rounds, time.time() - t0)
     out = out_path(a)
     write_record(out, record)
     for r in rows:
         print(f"{setting_key(r):28s} batch {r['batch_size']:3d} {r['mixed_precision']:4s} channels_last={r['channels_last']!s:5s} "
-              f"split_depthwise={r['split_depthwise']!s:5s} {r['images_per_s']:6.1f} img/s  "
+              f"split_depthwise={r['split_depthwise']!s:5s} {r.get('optimizer', 'adamw'):5s} {r['images_per_s']:6.1f} img/s  "
               f"x{r['speedup_vs_fp32_contiguous_same_batch']:.2f}")
     print(f"record: {out}")
     return 0

@@ -325,6 +325,7 @@ CASES = [
     ("bench-train-launch-typo", "evals.bench_train", ["--launch", "2by1"], 2, "PROCESSESxTHREADS"),
     ("bench-train-launch-twice", "evals.bench_train", ["--launch", "2x1", "2x1"], 2, "--launch: 2x1"),
     ("bench-train-launch-threads", "evals.bench_train", ["--launch", "2x1", "--threads", "1"], 2, "drop --threads"),
+    ("bench-train-optimizers-no-adamw", "evals.bench_train", ["--optimizers", "muon"], 2, "include adamw"),
     ("ship-dest-elsewhere-scored", "evals.ship_world", ["{tmp}/done", "--dest", "{tmp}/dest"], 2, "--no-score"),
     ("ship-no-score-options", "evals.ship_world", ["{tmp}/done", "--dest", "{tmp}/dest", "--no-score", "--limit", "1"],
      2, "--limit 1"),

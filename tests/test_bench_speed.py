@@ -159,10 +159,10 @@ def test_bench_train_never_swaps_the_grid_of_its_default_record(tmp_path, monkey
     monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
     (tmp_path / "bench").mkdir()
     shutil.copy(REPO_ROOT / "results/bench/train_throughput_tiny-world_t1.json", tmp_path / "bench")
-    monkeypatch.setattr(bench_train, "_one", lambda *a: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(bench_train, "_one", lambda *a, **k: pytest.fail("trained before refusing"))
     with pytest.raises(ValueError, match="--out PATH"):
         bench_train.main(["--threads", "1"])
-    monkeypatch.setattr(bench_train, "_one", lambda *a: 0.5)
+    monkeypatch.setattr(bench_train, "_one", lambda *a, **k: 0.5)
     assert bench_train.main(["--threads", "1", "--split-depthwise", "--steps", "3", "--warmup", "1"]) == 0
     assert len(read_record(tmp_path / "bench/train_throughput_tiny-world_t1.json")["details"]["rows"]) == 8
 
@@ -176,7 +176,8 @@ def test_bench_train_launch_layouts_count_every_rank_and_name_the_record(tmp_pat
     monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
     calls = []
 
-    def fake(preset, batch, mp, cl, split, threads, steps, warmup, processes=1):
+    def fake(preset, batch, mp, cl, split, threads, steps, warmup, processes=1, optimizer="adamw"):
+        assert optimizer == "adamw"
         calls.append((processes, threads, cl))
         return 0.5 if processes == 1 else 0.8         # 2 ranks: slower steps, more images
 
@@ -192,6 +193,34 @@ def test_bench_train_launch_layouts_count_every_rank_and_name_the_record(tmp_pat
     assert rows["2x1_b16_no_contig"]["speedup_vs_fp32_contiguous_same_batch"] == pytest.approx(0.5 / 0.8 * 2)
     assert value(rec, "train_images_per_s_2x1_b16_no_cl") == pytest.approx(40.0)
     assert rec["protocol"]["launch"] == ["1x2", "2x1"] and rec["protocol"]["baseline_launch"] == "1x2"
+
+
+def test_bench_train_times_each_optimizer_against_adamw(tmp_path, monkeypatch):
+    """`--optimizers adamw muon`: every setting under each optimizer, rows and score names say the optimizer, and
+    speed-ups are against AdamW's fp32 contiguous row even when muon is named first."""
+    from evals import bench_train
+
+    monkeypatch.setenv("SNAPGEN_RESULTS", str(tmp_path))
+    calls = []
+
+    def fake(preset, batch, mp, cl, split, threads, steps, warmup, processes=1, optimizer="adamw"):
+        calls.append((optimizer, cl))
+        return 0.6 if optimizer == "muon" else 0.5
+
+    monkeypatch.setattr(bench_train, "_one", fake)
+    out = tmp_path / "opt.json"
+    assert bench_train.main(["--launch", "2x1", "--mixed-precision", "no", "--optimizers", "muon", "adamw", "--steps",
+                             "3", "--warmup", "1", "--rounds", "1", "--out", str(out)]) == 0
+    assert sorted(calls) == [("adamw", False), ("adamw", True), ("muon", False), ("muon", True)]
+    rec = read_record(out)
+    validate_record(rec)
+    rows = {bench_train.setting_key(r): r for r in rec["details"]["rows"]}
+    assert set(rows) == {"2x1_b16_no_contig", "2x1_b16_no_cl", "2x1_b16_no_contig_muon", "2x1_b16_no_cl_muon"}
+    assert rows["2x1_b16_no_contig_muon"]["speedup_vs_fp32_contiguous_same_batch"] == pytest.approx(0.5 / 0.6)
+    assert rows["2x1_b16_no_contig"]["speedup_vs_fp32_contiguous_same_batch"] == 1.0
+    assert value(rec, "train_images_per_s_2x1_b16_no_cl_muon") == pytest.approx(2 * 16 / 0.6)
+    with pytest.raises(ValueError, match="include adamw"):
+        bench_train.main(["--optimizers", "muon", "--out", str(tmp_path / "x.json")])
 
 
 def test_compile_checked_compiles_with_freezing_and_times_compilation():
