@@ -109,12 +109,12 @@ def check_args(a) -> None:
         raise ValueError(f"--warmup {a.warmup}: must be below --steps {a.steps} (the step times after the warm-up are "
                          "the measurement); lower --warmup or raise --steps")
     dup = sorted({b for b in a.batch_sizes if a.batch_sizes.count(b) > 1})
+    if dup:
+        raise ValueError(f"--batch-sizes: {', '.join(map(str, dup))} given more than once; pass each size once")
     if "adamw" not in a.optimizers:
         raise ValueError(f"--optimizers {' '.join(a.optimizers)}: include adamw (the baseline of every ratio)")
     if len(set(a.optimizers)) < len(a.optimizers):
         raise ValueError("--optimizers: an optimizer given more than once; pass each once")
-    if dup:
-        raise ValueError(f"--batch-sizes: {', '.join(map(str, dup))} given more than once; pass each size once")
     if a.launch:
         dup = sorted({f"{p}x{t}" for p, t in a.launch if a.launch.count((p, t)) > 1})
         if dup:
