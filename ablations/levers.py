@@ -13,7 +13,8 @@ as the control (the default recipe), then scored on held-out world prompts; one 
         --cell batch_size=128 --seeds 0 1                  # ... copy its run folders here, score them (no retraining)
 
 A cell may change several fields at once (``--cell "lr=4e-3 warmup=200"``); the control cell ``default`` is always
-part of a study. The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
+part of a study: trained by it, or borrowed from another study whose control of that seed has the same recipe,
+budget, ``--base``, device and prompts (the job is then done; the table pairs with that record and names it). The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
 otherwise; every cell of a study gets the same budget (a study refuses to mix budgets: the control would not be
 paired). ``--base`` changes the recipe of every cell, the control included (e.g. one process of batch 32 on a
 one-GPU box, where the recipe's two data-parallel processes cannot share the device); ``--train-device cuda`` trains
@@ -249,11 +250,31 @@ def check_budget(paths: Paths, study: str, b: Budget, base: tuple[str, ...] = ()
                              "pass the same --steps/--threads/... or another --study name")
 
 
+def borrowed_control(j: LeverJob, b: Budget, paths: Paths, device: str = "cpu") -> Path | None:
+    """Another study's control record that this control job would equal (``ablations.tables.levers.control_identity``:
+    the same recipe, budget, ``--base``, device, seed and prompts): the job is then done without training, and the
+    table pairs the study's cells with that record. None for a cell, or when no study has such a control."""
+    from ablations.tables.levers import shared_control
+    from snapgen.records import read_records
+
+    if j.cell != CONTROL or paths.record(j).exists() or not paths.results.is_dir():
+        return None
+    protocol = {"cell": CONTROL, "seed": j.seed, "budget": json.loads(json.dumps(asdict(b))),
+                "recipe_defaults": recipe_defaults(), "prompts": {"split": "heldout"}, "base": list(j.base),
+                "train_device": device}
+    studies = {p.name: read_records(p) for p in sorted(paths.results.iterdir())
+               if p.is_dir() and p.name != j.study and (p / f"{j.name}.json").is_file()}
+    found = shared_control(studies, j.study, protocol)
+    return Path(found[0]) if found else None
+
+
 def run_job(j: LeverJob, b: Budget, paths: Paths, device: str = "cpu", train_only: bool = False) -> Path | None:
     from snapgen.records import write_record
 
     if paths.record(j).exists():
         return paths.record(j)
+    if (shared := borrowed_control(j, b, paths, device)) is not None:
+        return shared
     run = train(j, b, paths, device)
     if train_only:
         return None
@@ -312,12 +333,16 @@ def main(argv: list[str] | None = None) -> int:
                       tuple(dict.fromkeys(a.benchmarks)))
     paths = Paths(a.runs, a.results or results_dir("world") / "levers")
     check_budget(paths, a.study, b, base, a.train_device)
+
+    def done(j: LeverJob) -> bool:
+        return paths.record(j).exists() or borrowed_control(j, b, paths, a.train_device) is not None
+
     return run_sharded(jobs(a.study, cells, a.seeds, base),
                        lambda j: run_job(j, b, paths, a.train_device, a.train_only),
-                       lambda j: {"job": j.name, "overrides": list(j.overrides), "record": str(paths.record(j)),
-                                  "done": paths.record(j).exists()}, a.dry_run,
-                       {**asdict(b), "base": list(base), "train_device": a.train_device},
-                       done=lambda j: paths.record(j).exists())
+                       lambda j: {"job": j.name, "overrides": list(j.overrides),
+                                  "record": str(borrowed_control(j, b, paths, a.train_device) or paths.record(j)),
+                                  "done": done(j)}, a.dry_run,
+                       {**asdict(b), "base": list(base), "train_device": a.train_device}, done=done)
 
 
 if __name__ == "__main__":

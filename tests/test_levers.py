@@ -187,3 +187,48 @@ def test_the_table_names_the_cpus_when_a_study_trained_on_several():
     assert _train_cpu(rec({"device": "cpu", "cpu": "AMD EPYC 7B13"})) == "AMD EPYC 7B13"
     assert _train_cpu(rec({"device": "cuda:0", "cpu": "AMD EPYC"})) == "a GPU (cuda)"
     assert _train_cpu({"details": {}}) == "unknown"
+
+
+def test_a_study_borrows_the_control_another_study_trained(tmp_path, capsys):
+    """A control is the default recipe at a budget: a new study pairs its cells with another study's control of the
+    same recipe, budget, base, device, seed and prompts instead of training it again (the runner counts that job
+    done, the table pairs with it and says so); a control of another budget or recipe is never borrowed."""
+    rng = np.random.default_rng(1)
+    b = levers.recipe_budget(10, 1, 8, 2, 1, 1)
+    res = tmp_path / "world" / "levers"
+
+    def write(study, cell, seed, level, budget=b, recipe=None):
+        protocol = {"study": study, "cell": cell, "seed": seed, "budget": json.loads(json.dumps(budget.__dict__)),
+                    "recipe_defaults": recipe or levers.recipe_defaults(), "prompts": {"split": "heldout"},
+                    "base": [], "train_device": "cpu"}
+        rec = make_record("lever", f"{study}-{cell}-s{seed}", protocol, {"fid_world32": score(50.0, None, 8, False, "FID")},
+                          {"units": {"geneval_overall": _units(level, rng)}, "train_wall_s": 60.0}, ENV)
+        write_record(res / study / f"{cell}-s{seed}.json", rec)
+
+    for seed in (0, 1):
+        write("noise", "default", seed, 0.3)
+    write("other", "default", 1, 0.3, budget=levers.recipe_budget(20, 1, 8, 2, 1, 1))     # another budget
+    write("mine", "default", 0, 0.3)
+    args = ["--study", "mine", "--cell", "lr=4e-3", "--seeds", "0", "1", "2", "--steps", "10", "--threads", "1",
+            "--fid-n", "8", "--sample-steps", "2", "--prompts-per-tag", "1", "--n-per-prompt", "1",
+            "--results", str(res), "--runs", str(tmp_path / "runs"), "--dry-run"]
+    assert levers.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    done = {d["job"]: d["record"] for d in out["done"]}
+    assert done == {"default-s0": str(res / "mine" / "default-s0.json"),
+                    "default-s1": str(res / "noise" / "default-s1.json")}        # seed 2: nobody has it
+    assert [d["job"] for d in out["jobs"]] == ["lr=4e-3-s0", "lr=4e-3-s1", "default-s2", "lr=4e-3-s2"]
+    for seed in (0, 1):
+        write("mine", "lr=4e-3", seed, 0.5)
+    text = render(tmp_path)
+    section = text.split("## mine")[1].split("## noise")[0]
+    row = [c.strip() for c in next(x for x in section.splitlines() if x.startswith("| default")).split("|")[1:-1]]
+    assert row[1] == "2" and "seed 1 from `noise/default-s1.json`" in section
+    cell = [c.strip() for c in next(x for x in section.splitlines() if x.startswith("| lr=4e-3")).split("|")[1:-1]]
+    assert float(cell[4].split()[0]) == pytest.approx(0.2, abs=0.05)
+    # the control of seed 1 in "noise" was trained from another recipe: not the same control, nothing borrowed
+    write("noise", "default", 1, 0.3, recipe={**levers.recipe_defaults(), "lr": 1e-3})
+    assert levers.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "default-s1" in [d["job"] for d in out["jobs"]]
+    assert "noise/default-s1.json" not in render(tmp_path).split("## mine")[1].split("## noise")[0]

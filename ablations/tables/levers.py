@@ -4,6 +4,7 @@ seeds: held-out GenEval-world (hierarchical bootstrap over seeds and prompts) an
 (t-interval over seeds) and its paired difference, and the training wall time."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,35 @@ def _fid_key(rec: dict) -> str | None:
     return next((k for k in rec["scores"] if k.startswith("fid")), None)
 
 
+def control_identity(protocol: dict) -> str | None:
+    """What makes two controls interchangeable across studies: the recipe they were trained from (TrainConfig's
+    defaults; fields added since count with their LEGACY_VALUES), the budget, ``--base``, the train device, the seed
+    and the prompt split. A control is the default recipe at a budget, whichever study first trained it, so a new
+    study pairs its cells with that record instead of training the same control again. ``None`` for a record that
+    does not say its recipe (never shared)."""
+    if "recipe_defaults" not in protocol:
+        return None
+    from snapgen.training.t2i import stored_recipe
+
+    return json.dumps({"recipe": stored_recipe(protocol["recipe_defaults"]), "budget": protocol["budget"],
+                       "base": list(protocol.get("base", [])), "train_device": protocol.get("train_device", "cpu"),
+                       "seed": protocol["seed"], "prompts": protocol.get("prompts")}, sort_keys=True)
+
+
+def shared_control(studies: dict[str, dict[str, dict]], study: str, protocol: dict) -> tuple[str, dict] | None:
+    """The control record of another study (``studies``: study -> {path: record}) that ``study``'s control of
+    ``protocol``'s seed would equal (``protocol``: any record of the study, or the protocol a new job would write;
+    its cell is ignored): (path, record) of the first such study by name, or None."""
+    want = control_identity({**protocol, "cell": CONTROL})
+    if want is None:
+        return None
+    for other in sorted(s for s in studies if s != study):
+        for path, r in sorted(studies[other].items()):
+            if r["protocol"].get("cell") == CONTROL and control_identity(r["protocol"]) == want:
+                return path, r
+    return None
+
+
 def render(root: Path, allow_dirty: bool = False) -> str:
     folder = root / "world" / "levers"
     studies = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
@@ -37,13 +67,23 @@ def render(root: Path, allow_dirty: bool = False) -> str:
              "t-interval over seeds; Δ FID paired by seed. Made by `python -m ablations.levers --study S --cell ...`.", ""]
     if not studies:
         return "\n".join(lines + ["No lever study has records yet."]) + "\n"
+    every = {study: load(root, f"world/levers/{study}", "lever", allow_dirty, "results/tables/levers.md")
+             for study in studies}
     for study in studies:
-        recs = load(root, f"world/levers/{study}", "lever", allow_dirty, "results/tables/levers.md")
+        recs = every[study]
         dirty = set(dirty_records(recs))
         cells: dict[str, dict[int, dict]] = {}
         for path, r in recs.items():
             r = {**r, "_dirty": path in dirty}
             cells.setdefault(r["protocol"]["cell"], {})[r["protocol"]["seed"]] = r
+        borrowed = []                           # control seeds this study shares with another study's control
+        for seed in sorted({s for c in cells.values() for s in c} - set(cells.get(CONTROL, {}))):
+            cell_rec = next(c[seed] for c in cells.values() if seed in c)
+            found = shared_control(every, study, {**cell_rec["protocol"], "seed": seed})
+            if found:
+                path, r = found
+                cells.setdefault(CONTROL, {})[seed] = {**r, "_dirty": bool(dirty_records({path: r}))}
+                borrowed.append(f"seed {seed} from `{Path(path).parent.name}/{Path(path).name}`")
         first = next(iter(recs.values()))["protocol"]
         b, base = first["budget"], dict(o.split("=", 1) for o in first.get("base", []))
         procs = int(base.get("processes", first.get("recipe_defaults", {}).get("processes", 1)))
@@ -86,6 +126,9 @@ def render(root: Path, allow_dirty: bool = False) -> str:
             lines.append(f"| {name}{mark} | {len(seeds)} | {wall} | {_ci(point, ci)} | {_ci(diff[0], diff[1], '+.3f')} | "
                          f"{_fmt(diff[2], '.3f')} | {_ci(fid, fci, '.1f')} | {_ci(fdiff[0], fdiff[1], '+.1f')} | "
                          f"{_fmt(fdiff[2], '.3f')} |")
+        if borrowed:
+            lines += ["", f"Control shared with another study (the same recipe, budget, `--base`, device, seed and "
+                          f"prompts): {', '.join(borrowed)}."]
         if unpaired:
             lines += ["", f"Δ FID not paired for {', '.join(unpaired)}: FID-world at another resolution than the "
                           "control's (renders and Inception inputs differ), so the two FIDs are not comparable."]
