@@ -14,9 +14,9 @@ as the control (the default recipe), then scored on held-out world prompts; one 
 
 A cell may change several fields at once (``--cell "lr=4e-3 warmup=200"``); the control cell ``default`` is always
 part of a study: trained by it, or borrowed from another study whose control of that seed has the same recipe,
-budget, ``--base``, device and prompts (the job is then done; the table pairs with that record and names it). The budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say
-otherwise; every cell of a study gets the same budget (a study refuses to mix budgets: the control would not be
-paired). ``--base`` changes the recipe of every cell, the control included (e.g. one process of batch 32 on a
+budget, ``--base``, device and prompts (the job is then done; the table pairs with that record and names it). The
+budget is the recipe's (TrainConfig's steps and threads) unless ``--steps``/``--threads`` say otherwise; every cell
+of a study gets the same budget (a study refuses to mix budgets: the control would not be paired). ``--base`` changes the recipe of every cell, the control included (e.g. one process of batch 32 on a
 one-GPU box, where the recipe's two data-parallel processes cannot share the device); ``--train-device cuda`` trains
 on the GPU (the default, ``cpu``, forces CPU); both are part of a study's identity like its budget. With
 ``--train-only`` the jobs are trained and not scored, so a GPU box without the scoring models can train a study whose
